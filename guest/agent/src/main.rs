@@ -1,0 +1,3 @@
+//! berth guest agent: PID 1 of the micro-VM, serving the host over vsock
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Host-guest protocol of berth: versioned handshake and length-prefixed serde frames

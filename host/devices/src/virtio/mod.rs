@@ -1,0 +1,119 @@
+//! virtio devices and the virtio-mmio transport that presents them to the guest.
+//!
+//! A device implements [`VirtioDevice`]; the transport (`mmio`) owns the register
+//! file, the feature negotiation and the queues, and hands them to the device on
+//! `DRIVER_OK` through [`VirtioDevice::activate`].
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use virtio_queue::Queue;
+
+use crate::{GuestMemory, Irq};
+
+/// `VIRTIO_F_VERSION_1`: every berth device is a modern (virtio 1.x) device.
+pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+
+/// virtio device type ids (virtio 1.2, section 5).
+pub mod device_type {
+    /// Block device.
+    pub const BLOCK: u32 = 2;
+    /// Entropy source.
+    pub const RNG: u32 = 4;
+    /// Socket device.
+    pub const VSOCK: u32 = 19;
+}
+
+/// Interrupt status bit: a queue has new used buffers.
+pub const INTERRUPT_USED_RING: u32 = 1;
+/// Interrupt status bit: the device configuration changed.
+pub const INTERRUPT_CONFIG_CHANGE: u32 = 2;
+
+/// The interrupt of one virtio-mmio device: the `InterruptStatus` register plus the line.
+pub struct VirtioInterrupt {
+    status: AtomicU32,
+    line: Irq,
+}
+
+impl std::fmt::Debug for VirtioInterrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VirtioInterrupt")
+            .field("status", &self.status.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl VirtioInterrupt {
+    /// An interrupt raised on `line`.
+    pub fn new(line: Irq) -> Arc<Self> {
+        Arc::new(Self {
+            status: AtomicU32::new(0),
+            line,
+        })
+    }
+
+    /// Tells the guest that a queue has used buffers.
+    pub fn signal_used_queue(&self) -> std::io::Result<()> {
+        self.status.fetch_or(INTERRUPT_USED_RING, Ordering::SeqCst);
+        self.line.trigger()
+    }
+
+    /// Tells the guest that the configuration space changed.
+    pub fn signal_config_change(&self) -> std::io::Result<()> {
+        self.status.fetch_or(INTERRUPT_CONFIG_CHANGE, Ordering::SeqCst);
+        self.line.trigger()
+    }
+
+    /// The `InterruptStatus` register.
+    pub fn status(&self) -> u32 {
+        self.status.load(Ordering::SeqCst)
+    }
+
+    /// The guest's write to `InterruptACK`.
+    pub fn ack(&self, bits: u32) {
+        self.status.fetch_and(!bits, Ordering::SeqCst);
+    }
+}
+
+/// Why a device could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    /// the driver set up {got} queues, the device needs {want}
+    #[error("the driver set up {got} queues, the device needs {want}")]
+    QueueCount {
+        /// Queues the device needs.
+        want: usize,
+        /// Queues the driver made ready.
+        got: usize,
+    },
+    /// the device could not start its backend: {0}
+    #[error("the device could not start its backend: {0}")]
+    Backend(String),
+}
+
+/// A virtio device behind the virtio-mmio transport.
+pub trait VirtioDevice: Send {
+    /// The virtio device type (see [`device_type`]).
+    fn device_type(&self) -> u32;
+    /// The maximum size of each queue; its length is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// The feature bits the device offers ([`VIRTIO_F_VERSION_1`] included).
+    fn features(&self) -> u64;
+    /// The features the driver accepted (a subset of [`VirtioDevice::features`]).
+    fn ack_features(&mut self, features: u64);
+    /// Reads the device configuration space; bytes past its end read as zero.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Writes the device configuration space; out-of-range writes are ignored.
+    fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// Starts the device with the queues the driver made ready (`DRIVER_OK`).
+    fn activate(
+        &mut self,
+        mem: GuestMemory,
+        interrupt: Arc<VirtioInterrupt>,
+        queues: Vec<Queue>,
+    ) -> Result<(), ActivateError>;
+    /// The driver notified queue `index` (an index the guest chose: check it).
+    fn queue_notify(&mut self, index: u32);
+    /// The driver reset the device: stop and return to the initial state.
+    fn reset(&mut self);
+}

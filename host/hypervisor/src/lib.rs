@@ -1,0 +1,1 @@
+//! Hypervisor boundary: Hypervisor, Vm and Vcpu traits with a KVM backend

@@ -1,0 +1,1 @@
+//! OCI image store, registry client, archives and guest-ready layer images

@@ -1,0 +1,1 @@
+//! The berth micro-VM monitor: boot, memory, vCPUs and the device bus
