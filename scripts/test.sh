@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# test.sh: berth's whole test suite, from a fresh clone on a fresh Debian machine.
+#
+#  1. set-up: packages, guest kernel, the harness machine (scripts/setup.sh);
+#  2. cargo fmt --check and clippy with warnings as errors;
+#  3. the guest artefacts: the agent's initramfs and the test initramfs;
+#  4. the services tests talk to: registry servers on loopback;
+#  5. every test binary with its ignored tests included: binaries named vm_* inside
+#     scripts/with-kvm.sh (one harness machine for all of them), the others on the host
+#     as root; then the doc tests.
+# Ends with a summary line "tests: N passed, N failed".
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+cd "$root"
+# shellcheck source=scripts/lib.sh
+. "$here/lib.sh"
+
+section() { printf '\n==== %s ====\n' "$*"; }
+
+section "set-up"
+eval "$("$here/setup.sh")"
+export CARGO_TERM_COLOR=never
+
+section "format and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+section "guest artefacts"
+for s in build-initramfs build-test-initramfs; do
+  if [ -x "$here/$s.sh" ]; then
+    path=$("$here/$s.sh")
+    var=$(echo "BERTH_${s#build-}" | tr 'a-z-' 'A-Z_')
+    export "$var=$path"
+    echo "$var=$path"
+  fi
+done
+
+section "services"
+cleanup_services=()
+cleanup() {
+  for c in "${cleanup_services[@]}"; do eval "$c" || true; done
+}
+trap cleanup EXIT
+if [ -x "$here/registry.sh" ]; then
+  eval "$("$here/registry.sh" start)"
+  cleanup_services+=("'$here/registry.sh' stop")
+fi
+
+section "build tests"
+cargo test --workspace --locked --no-run
+tests_list=$(mktemp)
+cargo test --workspace --locked --no-run --message-format=json 2>/dev/null |
+  python3 -c '
+import json, os, sys
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        print(m["target"]["name"], m["executable"], os.path.dirname(m["manifest_path"]), sep="\t")
+' | sort -u >"$tests_list"
+echo "$(wc -l <"$tests_list") test binaries"
+
+results=$(mktemp)
+status=0
+section "host tests"
+while IFS=$'\t' read -r name exe dir; do
+  case "$name" in vm_*) continue ;; esac
+  echo "---- $name"
+  (cd "$dir" && "$exe" --include-ignored) 2>&1 | tee -a "$results" || status=1
+done <"$tests_list"
+
+section "VM tests (through scripts/with-kvm.sh)"
+vm_script=$(mktemp)
+{
+  echo 'rc=0'
+  while IFS=$'\t' read -r name exe dir; do
+    case "$name" in vm_*) ;; *) continue ;; esac
+    printf 'echo "---- %s"; (cd %q && %q --include-ignored --test-threads=1) || rc=1\n' "$name" "$dir" "$exe"
+  done <"$tests_list"
+  echo 'exit $rc'
+} >"$vm_script"
+"$here/with-kvm.sh" --timeout "${BERTH_VM_TESTS_TIMEOUT:-2400}" -- bash "$vm_script" 2>&1 | tee -a "$results" || status=1
+
+section "doc tests"
+cargo test --workspace --locked --doc 2>&1 | tee -a "$results" || status=1
+
+passed=$(grep -oE '^test result: .* ([0-9]+) passed' "$results" | grep -oE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+failed=$(grep -oE '^test result: .*; ([0-9]+) failed' "$results" | grep -oE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+rm -f "$tests_list" "$results" "$vm_script"
+if [ "$failed" -ne 0 ]; then status=1; fi
+echo
+echo "tests: $passed passed, $failed failed"
+exit $status

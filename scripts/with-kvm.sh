@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# with-kvm.sh [--timeout SECS] [--memory MIB] [--cpus N] -- CMD [ARGS...]
+#
+# Runs CMD where a /dev/kvm able to boot Linux guests exists, and returns its output
+# and exit status unchanged.
+#
+# - Where the host's KVM has hardware virtualization (VMX or SVM), CMD runs directly.
+# - Elsewhere (a PVM-flavoured or absent KVM), CMD runs inside an "L1" QEMU TCG
+#   machine with nested SVM that loads kvm-amd. The host's whole filesystem is shared
+#   into it with virtiofs and CMD runs chrooted into it, at the same working directory
+#   and with the same environment, so build outputs and test binaries are where they
+#   are on the host. /tmp and /run are fresh tmpfs inside; BERTH_HIDE_X2APIC=1 is set
+#   because SMP guests nested under TCG hang with x2apic.
+#
+# A hung command is stopped after --timeout seconds (default 1200): the run then fails
+# with status 124 and says so. BERTH_HARNESS=direct|qemu forces one mode.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=scripts/lib.sh
+. "$here/lib.sh"
+
+timeout_s=1200
+memory_mib=4096
+cpus=2
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --timeout) timeout_s=$2; shift 2 ;;
+    --memory) memory_mib=$2; shift 2 ;;
+    --cpus) cpus=$2; shift 2 ;;
+    --) shift; break ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -*) echo "with-kvm: unknown option $1 (see --help)" >&2; exit 2 ;;
+    *) break ;;
+  esac
+done
+[ $# -gt 0 ] || { echo "with-kvm: no command given (usage: with-kvm.sh [--timeout SECS] -- CMD ARGS...)" >&2; exit 2; }
+case "$timeout_s" in ''|*[!0-9]*) echo "with-kvm: --timeout takes whole seconds, not '$timeout_s'" >&2; exit 2 ;; esac
+
+hardware_kvm() {
+  [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo
+}
+
+mode=${BERTH_HARNESS:-}
+if [ -z "$mode" ]; then
+  if hardware_kvm; then mode=direct; else mode=qemu; fi
+fi
+
+if [ "$mode" = direct ]; then
+  set +e
+  timeout --kill-after=10 "$timeout_s" "$@"
+  rc=$?
+  if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+    echo "with-kvm: '$1' did not finish within ${timeout_s}s and was stopped" >&2
+    exit 124
+  fi
+  exit $rc
+fi
+[ "$mode" = qemu ] || { echo "with-kvm: BERTH_HARNESS must be direct or qemu, not '$mode'" >&2; exit 2; }
+
+l1=$("$here/build-l1.sh")
+job=$(mktemp -d "$(berth_cache_dir)/harness-job.XXXXXX")
+vfsd_pid=
+qemu_pid=
+tails=()
+cleanup() {
+  set +e
+  [ -n "$qemu_pid" ] && kill -9 "$qemu_pid" 2>/dev/null
+  [ -n "$vfsd_pid" ] && kill "$vfsd_pid" 2>/dev/null
+  for t in "${tails[@]}"; do kill "$t" 2>/dev/null; done
+  wait 2>/dev/null
+  [ -n "${BERTH_HARNESS_KEEP:-}" ] && echo "with-kvm: kept $job" >&2 || rm -rf "$job"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# The job: environment, working directory and command, replayed inside by bash.
+{
+  export -p | grep -vE '^declare -x (BASH_[A-Z_]*|SHLVL|OLDPWD|PWD|_)=' || true
+  echo "export BERTH_HIDE_X2APIC=1 BERTH_IN_HARNESS=1"
+  printf 'cd %q || exit 125\n' "$PWD"
+  printf 'exec'
+  printf ' %q' "$@"
+  printf '\n'
+} >"$job/cmd"
+: >"$job/stdout"
+: >"$job/stderr"
+
+tail -n +1 -f "$job/stdout" &
+tails+=($!)
+tail -n +1 -f "$job/stderr" >&2 &
+tails+=($!)
+
+# Under TCG on a loaded host the L1 kernel's timer calibration can stall: lpj and
+# no_timer_check skip it, and a boot that has not started the job in time is retried.
+start_l1() {
+  if [ -n "$vfsd_pid" ]; then
+    kill "$vfsd_pid" 2>/dev/null || true
+    wait "$vfsd_pid" 2>/dev/null || true
+  fi
+  rm -f "$job/vfs.sock"
+  "$l1/virtiofsd" --socket-path="$job/vfs.sock" --shared-dir=/ --sandbox=none --cache=auto \
+    --inode-file-handles=never --log-level=error >"$job/virtiofsd.log" 2>&1 &
+  vfsd_pid=$!
+  for _ in $(seq 100); do [ -S "$job/vfs.sock" ] && break; sleep 0.05; done
+  [ -S "$job/vfs.sock" ] || { cat "$job/virtiofsd.log" >&2; echo "with-kvm: virtiofsd did not start" >&2; exit 125; }
+  qemu-system-x86_64 -accel tcg,thread=multi -smp "$cpus" -cpu EPYC,+svm,+npt -M microvm,memory-backend=mem \
+    -object memory-backend-memfd,id=mem,size="${memory_mib}M",share=on -m "${memory_mib}M" \
+    -nographic -no-reboot -monitor none -serial "file:$job/console.log" \
+    -kernel "$l1/vmlinux" -initrd "$l1/initrd.cpio.gz" \
+    -append "console=ttyS0 ${BERTH_L1_QUIET-quiet} panic=-1 lpj=5000000 no_timer_check berth.job=$job" \
+    -chardev socket,id=vfs,path="$job/vfs.sock" -device vhost-user-fs-device,chardev=vfs,tag=hostroot \
+    >"$job/qemu.log" 2>&1 &
+  qemu_pid=$!
+}
+
+boot_timeout=${BERTH_L1_BOOT_TIMEOUT:-90}
+deadline=$(( $(date +%s) + timeout_s ))
+timed_out=0
+for attempt in 1 2 3; do
+  start_l1
+  boot_deadline=$(( $(date +%s) + boot_timeout ))
+  while kill -0 "$qemu_pid" 2>/dev/null; do
+    now=$(date +%s)
+    if [ "$now" -ge "$deadline" ]; then
+      timed_out=1
+      kill -9 "$qemu_pid" 2>/dev/null
+      break
+    fi
+    if [ ! -e "$job/started" ] && [ "$now" -ge "$boot_deadline" ]; then
+      echo "with-kvm: the L1 machine did not start the job within ${boot_timeout}s (attempt $attempt); restarting it" >&2
+      tail -n 3 "$job/console.log" >&2 || true
+      kill -9 "$qemu_pid" 2>/dev/null
+      break
+    fi
+    sleep 0.2
+  done
+  [ -e "$job/started" ] || [ $timed_out -eq 1 ] || { wait "$qemu_pid" 2>/dev/null || true; continue; }
+  break
+done
+wait "$qemu_pid" 2>/dev/null || true
+qemu_pid=
+sleep 0.3 # let the tails print the last of the output
+for t in "${tails[@]}"; do kill "$t" 2>/dev/null; done
+tails=()
+
+if [ $timed_out -eq 1 ]; then
+  echo "with-kvm: '$1' did not finish within ${timeout_s}s inside the QEMU L1 machine; it was stopped" >&2
+  echo "with-kvm: last lines of the L1 console:" >&2
+  tail -n 15 "$job/console.log" >&2 || true
+  exit 124
+fi
+if [ ! -s "$job/status" ]; then
+  echo "with-kvm: the QEMU L1 machine ended without running '$1' to completion" >&2
+  tail -n 30 "$job/console.log" "$job/qemu.log" >&2 || true
+  exit 125
+fi
+exit "$(cat "$job/status")"

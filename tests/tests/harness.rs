@@ -1,0 +1,66 @@
+//! scripts/with-kvm.sh returns the command's output and status unchanged, and stops a
+//! command that hangs. These boot the QEMU L1 machine on hosts without hardware KVM.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use berth_tests::repo_root;
+
+fn with_kvm(args: &[&str]) -> std::process::Output {
+    Command::new(repo_root().join("scripts/with-kvm.sh"))
+        .args(args)
+        .output()
+        .expect("run scripts/with-kvm.sh")
+}
+
+#[test]
+#[ignore = "boots the harness machine: run by scripts/test.sh"]
+fn output_and_status_come_back_unchanged() {
+    let out = with_kvm(&[
+        "--timeout",
+        "300",
+        "--",
+        "sh",
+        "-c",
+        "echo out-$((6*7)); echo err-line >&2; test -c /dev/kvm && echo kvm-ok; pwd; exit 7",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "stdout: {stdout}\nstderr: {stderr}");
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(
+        stdout,
+        format!("out-42\nkvm-ok\n{}\n", cwd.display()),
+        "stderr: {stderr}"
+    );
+    assert!(stderr.contains("err-line"), "stderr: {stderr}");
+    assert!(!stdout.contains("err-line"), "stderr stays apart from stdout");
+}
+
+#[test]
+#[ignore = "boots the harness machine: run by scripts/test.sh"]
+fn a_hung_command_is_stopped_by_the_timeout() {
+    let started = Instant::now();
+    let out = with_kvm(&["--timeout", "40", "--", "sleep", "3600"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(124), "stderr: {stderr}");
+    assert!(
+        stderr.contains("did not finish within 40s"),
+        "a clear message: {stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "stopped near its timeout, took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn bad_arguments_are_refused() {
+    let out = with_kvm(&["--timeout", "soon", "--", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--timeout takes whole seconds"));
+    let out = with_kvm(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no command given"));
+}
