@@ -1,0 +1,567 @@
+//! berth's container records: IDs and names like docker's, on-disk state under a lock
+//! so that two CLIs at once cannot corrupt it, and the liveness of each container's VMM
+//! process (a container whose VMM has died is shown as exited, never as running).
+//!
+//! Layout under the state root (`$BERTH_ROOT`, else `$XDG_DATA_HOME/berth`, else
+//! `~/.local/share/berth`), all owner-only (0700 folders, 0600 files):
+//!
+//! ```text
+//! containers/.lock            flock taken for every change
+//! containers/<id>/record.json the ContainerRecord
+//! containers/<id>/...         the VM's files: scratch disk, sockets, console log
+//! ```
+
+mod names;
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+pub use names::generate_name;
+
+/// Errors of the container store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// no such container: {0}
+    #[error("no such container: {0}")]
+    NotFound(String),
+    /// "{prefix}" matches several containers ({matches}): give more of the ID or the name
+    #[error(
+        "\"{prefix}\" matches several containers ({matches}): give more of the ID or the name"
+    )]
+    Ambiguous {
+        /// What the user typed.
+        prefix: String,
+        /// The short IDs it matches.
+        matches: String,
+    },
+    /// the container name "{0}" is already in use: remove that container or pick another name
+    #[error(
+        "the container name \"{0}\" is already in use: remove that container or pick another name"
+    )]
+    NameInUse(String),
+    /// invalid container name "{0}": use letters, digits, '_', '.' and '-', starting with a letter or digit
+    #[error("invalid container name \"{0}\": use letters, digits, '_', '.' and '-', starting with a letter or digit")]
+    InvalidName(String),
+    /// cannot {action} {path}: {source}
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The path concerned.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// the state file {path} is damaged: {source}
+    #[error("the state file {path} is damaged: {source}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: serde_json::Error,
+    },
+    /// cannot generate a random container ID: {0}
+    #[error("cannot generate a random container ID: {0}")]
+    Random(String),
+}
+
+/// A result of this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What the user asked `run` (or `create`) for: everything needed to start the container again.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunSpec {
+    /// The image reference as the user gave it.
+    pub image: String,
+    /// The resolved image ID (config digest).
+    pub image_id: String,
+    /// The process to run: entrypoint and command already combined.
+    pub args: Vec<String>,
+    /// `KEY=VALUE` entries, image defaults first.
+    pub env: Vec<String>,
+    /// Working directory inside the container.
+    pub workdir: String,
+    /// `USER[:GROUP]`, empty for the image default.
+    pub user: String,
+    /// Hostname of the container.
+    pub hostname: String,
+    /// Allocate a pseudo-terminal.
+    pub tty: bool,
+    /// Keep stdin open.
+    pub interactive: bool,
+    /// vCPUs of the micro-VM.
+    pub cpus: u8,
+    /// Memory limit of the container and size of the micro-VM, in MiB.
+    pub memory_mib: u64,
+    /// Remove the container when it exits.
+    pub auto_remove: bool,
+}
+
+/// Where a container is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Made, never started.
+    Created,
+    /// Its micro-VM is running.
+    Running,
+    /// It ended (or its micro-VM did).
+    Exited,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Exited => "exited",
+        })
+    }
+}
+
+/// The VMM process that owns a running container's micro-VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmmProcess {
+    /// Its process ID.
+    pub pid: u32,
+    /// Its start time in clock ticks since boot (`/proc/PID/stat` field 22), so that a
+    /// reused PID is not taken for it.
+    pub start_time: u64,
+}
+
+impl VmmProcess {
+    /// The record of a live process, or `None` when it does not exist.
+    pub fn of_pid(pid: u32) -> Option<Self> {
+        let (start_time, state) = proc_stat(pid)?;
+        (state != 'Z').then_some(Self { pid, start_time })
+    }
+
+    /// Whether this very process still runs.
+    pub fn is_alive(&self) -> bool {
+        matches!(proc_stat(self.pid), Some((t, s)) if t == self.start_time && s != 'Z')
+    }
+}
+
+/// Field 3 (state) and 22 (start time) of `/proc/PID/stat`.
+fn proc_stat(pid: u32) -> Option<(u64, char)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((start, state))
+}
+
+/// The mutable part of a container's record.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// Set while a VMM is (or was last) running the container.
+    pub vmm: Option<VmmProcess>,
+    /// Exit code of the container's main process, once known.
+    pub exit_code: Option<i32>,
+    /// Why the container ended abnormally (a crashed VM, say).
+    pub error: Option<String>,
+    /// When it was last started (seconds since the epoch).
+    pub started_at: Option<u64>,
+    /// When it last ended (seconds since the epoch).
+    pub finished_at: Option<u64>,
+}
+
+/// Everything berth keeps about one container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    /// 64 hex digits.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// Creation time, seconds since the epoch.
+    pub created: u64,
+    /// What to run.
+    pub spec: RunSpec,
+    /// Where it is now.
+    pub state: State,
+}
+
+impl ContainerRecord {
+    /// The first 12 hex digits, as docker shows them.
+    pub fn short_id(&self) -> &str {
+        &self.id[..12.min(self.id.len())]
+    }
+
+    /// The status, from the record and the liveness of its VMM: a container whose VMM is
+    /// gone is exited, whatever the record last said.
+    pub fn status(&self) -> Status {
+        match self.state.vmm {
+            Some(vmm) if vmm.is_alive() => Status::Running,
+            _ if self.state.started_at.is_some() => Status::Exited,
+            _ => Status::Created,
+        }
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A new random container ID: 64 hex digits.
+pub fn generate_id() -> Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Random(e.to_string()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Checks a user-chosen name against docker's rule `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+pub fn validate_name(name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && name.len() <= 128;
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidName(name.to_string()))
+    }
+}
+
+/// The container store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+/// Holds the store's lock; dropping it releases the lock.
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+impl Store {
+    /// The default state root: `$BERTH_ROOT`, else `$XDG_DATA_HOME/berth`, else
+    /// `~/.local/share/berth`.
+    pub fn default_root() -> PathBuf {
+        if let Some(root) = std::env::var_os("BERTH_ROOT").filter(|v| !v.is_empty()) {
+            return PathBuf::from(root);
+        }
+        if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+            return PathBuf::from(xdg).join("berth");
+        }
+        let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+        PathBuf::from(home).join(".local/share/berth")
+    }
+
+    /// Opens (creating it if needed) the container store under `root`.
+    pub fn open(root: &Path) -> Result<Self> {
+        let dir = root.join("containers");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io("create", &dir))?;
+        Ok(Self { dir })
+    }
+
+    /// Takes the store's lock, waiting for another CLI to release it.
+    pub fn lock(&self) -> Result<Lock> {
+        let path = self.dir.join(".lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io("open", &path))?;
+        file.lock().map_err(io("lock", &path))?;
+        Ok(Lock { _file: file })
+    }
+
+    /// The folder of container `id`, holding its record and its VM's files.
+    pub fn dir(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    fn record_path(&self, id: &str) -> PathBuf {
+        self.dir(id).join("record.json")
+    }
+
+    /// Every container, newest first.
+    pub fn list(&self) -> Result<Vec<ContainerRecord>> {
+        let mut out = Vec::new();
+        let entries = fs::read_dir(&self.dir).map_err(io("read", &self.dir))?;
+        for entry in entries {
+            let entry = entry.map_err(io("read", &self.dir))?;
+            let name = entry.file_name();
+            let Some(id) = name.to_str() else { continue };
+            if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                continue;
+            }
+            match self.load(id) {
+                Ok(r) => out.push(r),
+                // A folder whose record is not written yet belongs to a `run` in progress.
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| b.created.cmp(&a.created).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    fn load(&self, id: &str) -> Result<ContainerRecord> {
+        let path = self.record_path(id);
+        let text = fs::read(&path).map_err(io("read", &path))?;
+        serde_json::from_slice(&text).map_err(|source| Error::Corrupt { path, source })
+    }
+
+    /// Finds a container by full ID, name, or unique ID prefix (docker's rules: an exact
+    /// ID or name wins over a prefix).
+    pub fn resolve(&self, key: &str) -> Result<ContainerRecord> {
+        let all = self.list()?;
+        if let Some(r) = all.iter().find(|r| r.id == key || r.name == key) {
+            return Ok(r.clone());
+        }
+        let key_lower = key.to_ascii_lowercase();
+        let matches: Vec<_> = if key.is_empty() || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Vec::new()
+        } else {
+            all.iter()
+                .filter(|r| r.id.starts_with(&key_lower))
+                .collect()
+        };
+        match matches.as_slice() {
+            [] => Err(Error::NotFound(key.to_string())),
+            [one] => Ok((*one).clone()),
+            many => Err(Error::Ambiguous {
+                prefix: key.to_string(),
+                matches: many
+                    .iter()
+                    .map(|r| r.short_id())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+
+    /// Records a new container; `name` is generated when `None`. Takes the lock.
+    pub fn create(&self, name: Option<&str>, spec: RunSpec) -> Result<ContainerRecord> {
+        let _lock = self.lock()?;
+        let all = self.list()?;
+        let taken: HashSet<&str> = all.iter().map(|r| r.name.as_str()).collect();
+        let name = match name {
+            Some(n) => {
+                validate_name(n)?;
+                if taken.contains(n) {
+                    return Err(Error::NameInUse(n.to_string()));
+                }
+                n.to_string()
+            }
+            None => generate_name(|n| taken.contains(n)),
+        };
+        let id = generate_id()?;
+        let dir = self.dir(&id);
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io("create", &dir))?;
+        let record = ContainerRecord {
+            id,
+            name,
+            created: now(),
+            spec,
+            state: State::default(),
+        };
+        self.save(&record)?;
+        Ok(record)
+    }
+
+    /// Writes a record atomically (temporary file, then rename).
+    fn save(&self, record: &ContainerRecord) -> Result<()> {
+        let path = self.record_path(&record.id);
+        let tmp = path.with_extension("json.tmp");
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io("write", &tmp))?;
+        let json = serde_json::to_vec_pretty(record).map_err(|source| Error::Corrupt {
+            path: path.clone(),
+            source,
+        })?;
+        f.write_all(&json).map_err(io("write", &tmp))?;
+        f.sync_all().map_err(io("sync", &tmp))?;
+        fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
+        Ok(())
+    }
+
+    /// Changes a container's record under the lock and returns the new record.
+    pub fn update(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut ContainerRecord),
+    ) -> Result<ContainerRecord> {
+        let _lock = self.lock()?;
+        let mut record = self.load(id)?;
+        change(&mut record);
+        self.save(&record)?;
+        Ok(record)
+    }
+
+    /// Removes a container's record and every file of its VM.
+    pub fn remove(&self, id: &str) -> Result<()> {
+        let _lock = self.lock()?;
+        let dir = self.dir(id);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(Error::NotFound(id.to_string()))
+            }
+            Err(e) => Err(io("remove", &dir)(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn spec() -> RunSpec {
+        RunSpec {
+            image: "busybox".into(),
+            args: vec!["true".into()],
+            ..RunSpec::default()
+        }
+    }
+
+    #[test]
+    fn ids_are_64_hex_and_differ() {
+        let a = generate_id().unwrap();
+        let b = generate_id().unwrap();
+        assert_eq!(a.len(), 64);
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn create_resolve_by_name_id_and_prefix() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let a = store.create(Some("web"), spec()).unwrap();
+        let b = store.create(None, spec()).unwrap();
+        assert_eq!(store.resolve("web").unwrap().id, a.id);
+        assert_eq!(store.resolve(&a.id).unwrap().name, "web");
+        assert_eq!(store.resolve(&b.id[..12]).unwrap().id, b.id);
+        assert_eq!(store.resolve(&b.name).unwrap().id, b.id);
+        assert!(matches!(store.resolve("nope"), Err(Error::NotFound(_))));
+        assert!(matches!(
+            store.create(Some("web"), spec()),
+            Err(Error::NameInUse(_))
+        ));
+        assert!(matches!(
+            store.create(Some("-bad"), spec()),
+            Err(Error::InvalidName(_))
+        ));
+        assert_eq!(store.list().unwrap().len(), 2);
+        assert_eq!(a.status(), Status::Created);
+    }
+
+    #[test]
+    fn an_ambiguous_prefix_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        // Enough containers that two share a first hex digit.
+        let ids: Vec<String> = (0..17)
+            .map(|_| store.create(None, spec()).unwrap().id)
+            .collect();
+        let first = ids
+            .iter()
+            .map(|id| &id[..1])
+            .find(|p| ids.iter().filter(|id| id.starts_with(*p)).count() > 1)
+            .unwrap();
+        assert!(matches!(store.resolve(first), Err(Error::Ambiguous { .. })));
+    }
+
+    #[test]
+    fn state_is_owner_only_and_removal_leaves_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let r = store.create(None, spec()).unwrap();
+        let dir = store.dir(&r.id);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("record.json")), 0o600);
+        store.remove(&r.id).unwrap();
+        assert!(!dir.exists());
+        assert!(matches!(store.remove(&r.id), Err(Error::NotFound(_))));
+    }
+
+    #[test]
+    fn a_dead_vmm_means_exited_never_running() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let r = store.create(None, spec()).unwrap();
+        let me = VmmProcess::of_pid(std::process::id()).unwrap();
+        let r = store
+            .update(&r.id, |r| {
+                r.state.vmm = Some(me);
+                r.state.started_at = Some(now());
+            })
+            .unwrap();
+        assert_eq!(r.status(), Status::Running);
+
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = VmmProcess::of_pid(child.id()).unwrap_or(VmmProcess {
+            pid: child.id(),
+            start_time: 0,
+        });
+        child.wait().unwrap();
+        let r = store.update(&r.id, |r| r.state.vmm = Some(dead)).unwrap();
+        assert_eq!(r.status(), Status::Exited);
+        // A reused PID with another start time is not the VMM.
+        let impostor = VmmProcess {
+            pid: std::process::id(),
+            start_time: me.start_time + 1,
+        };
+        assert!(!impostor.is_alive());
+    }
+
+    #[test]
+    fn concurrent_creates_get_unique_names() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let s = store.clone();
+                std::thread::spawn(move || s.create(Some("same"), spec()).is_ok())
+            })
+            .collect();
+        let ok = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|&b| b)
+            .count();
+        assert_eq!(ok, 1, "exactly one CLI gets the name");
+        assert_eq!(store.list().unwrap().len(), 1);
+    }
+}
