@@ -8,6 +8,8 @@
 //! never panic and never loop on guest-controlled values.
 
 pub mod bus;
+pub mod i8042;
+pub mod serial;
 pub mod virtio;
 
 use std::sync::Arc;

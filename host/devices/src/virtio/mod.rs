@@ -4,12 +4,19 @@
 //! file, the feature negotiation and the queues, and hands them to the device on
 //! `DRIVER_OK` through [`VirtioDevice::activate`].
 
-use std::sync::atomic::{AtomicU32, Ordering};
+pub mod block;
+pub mod mmio;
+pub mod rng;
+#[cfg(test)]
+pub(crate) mod test_utils;
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use virtio_queue::Queue;
 
 use crate::{GuestMemory, Irq};
+
 
 /// `VIRTIO_F_VERSION_1`: every berth device is a modern (virtio 1.x) device.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
@@ -32,6 +39,7 @@ pub const INTERRUPT_CONFIG_CHANGE: u32 = 2;
 /// The interrupt of one virtio-mmio device: the `InterruptStatus` register plus the line.
 pub struct VirtioInterrupt {
     status: AtomicU32,
+    needs_reset: AtomicBool,
     line: Irq,
 }
 
@@ -48,6 +56,7 @@ impl VirtioInterrupt {
     pub fn new(line: Irq) -> Arc<Self> {
         Arc::new(Self {
             status: AtomicU32::new(0),
+            needs_reset: AtomicBool::new(false),
             line,
         })
     }
@@ -72,6 +81,26 @@ impl VirtioInterrupt {
     /// The guest's write to `InterruptACK`.
     pub fn ack(&self, bits: u32) {
         self.status.fetch_and(!bits, Ordering::SeqCst);
+    }
+
+    /// The device hit an error it cannot recover from (for example a queue whose rings
+    /// are corrupt): the transport shows `DEVICE_NEEDS_RESET` in the status register and
+    /// the guest is told through a configuration-change interrupt.
+    pub fn set_needs_reset(&self) {
+        if !self.needs_reset.swap(true, Ordering::SeqCst) {
+            let _ = self.signal_config_change();
+        }
+    }
+
+    /// Whether the device asked for a reset.
+    pub fn needs_reset(&self) -> bool {
+        self.needs_reset.load(Ordering::SeqCst)
+    }
+
+    /// The driver reset the device: clears the interrupt status and the reset request.
+    pub fn reset(&self) {
+        self.status.store(0, Ordering::SeqCst);
+        self.needs_reset.store(false, Ordering::SeqCst);
     }
 }
 

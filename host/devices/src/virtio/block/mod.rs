@@ -1,0 +1,268 @@
+//! virtio-blk on a raw image file, read-only or read-write (virtio 1.2, section 5.2).
+//!
+//! Requests are served synchronously when the guest notifies the queue. Supported:
+//! `IN`, `OUT`, `FLUSH`, `GET_ID`; anything else is answered `UNSUPP`. A read-only disk
+//! offers `VIRTIO_BLK_F_RO` and fails writes with `IOERR`. Image sizes that are not a whole
+//! number of 512-byte sectors are rejected when the device is created.
+
+mod request;
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
+
+use super::{device_type, ActivateError, VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1};
+use crate::GuestMemory;
+
+/// Bytes per sector, the unit of `capacity` and of request offsets.
+pub const SECTOR_SIZE: u64 = 512;
+/// Queue size offered to the driver.
+const QUEUE_SIZE: u16 = 256;
+/// `VIRTIO_BLK_F_RO`: the disk is read-only.
+pub const VIRTIO_BLK_F_RO: u64 = 1 << 5;
+/// `VIRTIO_BLK_F_FLUSH`: the device understands `FLUSH`.
+pub const VIRTIO_BLK_F_FLUSH: u64 = 1 << 9;
+/// Length of the `GET_ID` answer.
+pub const ID_BYTES: usize = 20;
+
+/// Why a disk could not be attached.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    /// cannot open disk image {path}: {source}
+    #[error("cannot open disk image {path}: {source}")]
+    Open {
+        /// The image.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// disk image {path} is {size} bytes, not a whole number of 512-byte sectors: pad or truncate it (for example `truncate -s %512 FILE`)
+    #[error(
+        "disk image {path} is {size} bytes, not a whole number of 512-byte sectors: \
+         pad or truncate it (for example `truncate -s %512 FILE`)"
+    )]
+    UnalignedSize {
+        /// The image.
+        path: PathBuf,
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// disk image {path} is not a regular file or block device
+    #[error("disk image {path} is not a regular file or block device")]
+    NotAFile {
+        /// The image.
+        path: PathBuf,
+    },
+}
+
+struct Active {
+    mem: GuestMemory,
+    interrupt: Arc<VirtioInterrupt>,
+    queue: Queue,
+}
+
+/// A virtio-blk device on one image file.
+pub struct Block {
+    file: File,
+    read_only: bool,
+    capacity: u64,
+    id: [u8; ID_BYTES],
+    config: [u8; 8],
+    active: Option<Active>,
+}
+
+impl std::fmt::Debug for Block {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Block")
+            .field("read_only", &self.read_only)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Block {
+    /// Opens `path` as a disk; `read_only` opens it without write access. `id` is what
+    /// `GET_ID` returns (at most 20 bytes are used; the guest sees it in
+    /// `/sys/block/vdX/serial`).
+    pub fn new(path: &Path, read_only: bool, id: &str) -> Result<Self, BlockError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(!read_only)
+            .open(path)
+            .map_err(|source| BlockError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let meta = file.metadata().map_err(|source| BlockError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let size = if meta.is_file() {
+            meta.len()
+        } else if std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()) {
+            // Block devices report 0 in metadata: ask the device itself.
+            use std::io::Seek;
+            (&file)
+                .seek(std::io::SeekFrom::End(0))
+                .map_err(|source| BlockError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                })?
+        } else {
+            return Err(BlockError::NotAFile {
+                path: path.to_path_buf(),
+            });
+        };
+        if size % SECTOR_SIZE != 0 {
+            return Err(BlockError::UnalignedSize {
+                path: path.to_path_buf(),
+                size,
+            });
+        }
+        let mut id_bytes = [0u8; ID_BYTES];
+        for (d, s) in id_bytes.iter_mut().zip(id.bytes()) {
+            *d = s;
+        }
+        let capacity = size / SECTOR_SIZE;
+        Ok(Self {
+            file,
+            read_only,
+            capacity,
+            id: id_bytes,
+            config: capacity.to_le_bytes(),
+            active: None,
+        })
+    }
+
+    /// Size of the disk in sectors.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Serves every request available on the queue.
+    fn process_queue(&mut self) {
+        let Some(active) = self.active.as_mut() else {
+            return;
+        };
+        let disk = request::Disk {
+            file: &self.file,
+            read_only: self.read_only,
+            capacity: self.capacity,
+            id: &self.id,
+        };
+        let mut used_any = false;
+        // The avail ring holds at most `size` new entries (virtio-queue checks the index);
+        // the bound keeps a guest that refills the ring concurrently from pinning us here.
+        for _ in 0..usize::from(active.queue.size()) * 2 {
+            let chain = match active.queue.iter(&active.mem) {
+                Ok(mut it) => match it.next() {
+                    Some(chain) => chain,
+                    None => break,
+                },
+                Err(e) => {
+                    tracing::warn!("virtio-blk: broken available ring: {e}");
+                    active.interrupt.set_needs_reset();
+                    break;
+                }
+            };
+            let head = chain.head_index();
+            let used_len = match request::execute(&disk, &active.mem, chain) {
+                Ok(len) => len,
+                Err(e) => {
+                    tracing::warn!("virtio-blk: request cannot be answered: {e}");
+                    active.interrupt.set_needs_reset();
+                    0
+                }
+            };
+            if let Err(e) = active.queue.add_used(&active.mem, head, used_len) {
+                tracing::warn!("virtio-blk: cannot fill the used ring: {e}");
+                active.interrupt.set_needs_reset();
+                break;
+            }
+            used_any = true;
+        }
+        if used_any && active.queue.needs_notification(&active.mem).unwrap_or(true) {
+            if let Err(e) = active.interrupt.signal_used_queue() {
+                tracing::warn!("virtio-blk: cannot raise the interrupt: {e}");
+            }
+        }
+    }
+}
+
+impl VirtioDevice for Block {
+    fn device_type(&self) -> u32 {
+        device_type::BLOCK
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE]
+    }
+
+    fn features(&self) -> u64 {
+        let mut f = VIRTIO_F_VERSION_1 | VIRTIO_BLK_F_FLUSH;
+        if self.read_only {
+            f |= VIRTIO_BLK_F_RO;
+        }
+        f
+    }
+
+    fn ack_features(&mut self, _features: u64) {}
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config, offset, data);
+    }
+
+    fn write_config(&mut self, offset: u64, _data: &[u8]) {
+        tracing::debug!(
+            offset,
+            "virtio-blk: config space is read-only; write ignored"
+        );
+    }
+
+    fn activate(
+        &mut self,
+        mem: GuestMemory,
+        interrupt: Arc<VirtioInterrupt>,
+        queues: Vec<Queue>,
+    ) -> Result<(), ActivateError> {
+        let got = queues.len();
+        let Some(queue) = queues.into_iter().next().filter(|_| got == 1) else {
+            return Err(ActivateError::QueueCount { want: 1, got });
+        };
+        self.active = Some(Active {
+            mem,
+            interrupt,
+            queue,
+        });
+        Ok(())
+    }
+
+    fn queue_notify(&mut self, index: u32) {
+        if index != 0 {
+            tracing::debug!(index, "virtio-blk: notify for a queue that does not exist");
+            return;
+        }
+        self.process_queue();
+    }
+
+    fn reset(&mut self) {
+        self.active = None;
+    }
+}
+
+/// Copies `config[offset..]` into `data`; bytes past the end read as zero.
+pub(crate) fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    data.fill(0);
+    let Ok(start) = usize::try_from(offset) else {
+        return;
+    };
+    if let Some(src) = config.get(start..) {
+        let n = src.len().min(data.len());
+        data[..n].copy_from_slice(&src[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests;
