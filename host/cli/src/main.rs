@@ -2,6 +2,9 @@
 
 use std::process::ExitCode;
 
+mod containers;
+mod images;
+
 use clap::{Parser, Subcommand};
 
 /// Linux containers, each in its own lightweight micro-VM.
@@ -16,7 +19,12 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    #[command(flatten)]
+    Container(containers::ContainerCommand),
+    #[command(flatten)]
+    Image(images::ImageCommand),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -24,5 +32,19 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
         .with_writer(std::io::stderr)
         .init();
-    match cli.command {}
+    let result = match cli.command {
+        Command::Container(c) => return containers::main(c),
+        Command::Image(c) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(images::run(c))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

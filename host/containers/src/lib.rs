@@ -103,8 +103,9 @@ pub struct RunSpec {
     pub tty: bool,
     /// Keep stdin open.
     pub interactive: bool,
-    /// vCPUs of the micro-VM.
-    pub cpus: u8,
+    /// CPUs (`--cpus`): the micro-VM gets this many vCPUs rounded up, the container's
+    /// `cpu.max` gets exactly this much.
+    pub cpus: f64,
     /// Memory limit of the container and size of the micro-VM, in MiB.
     pub memory_mib: u64,
     /// Remove the container when it exits.

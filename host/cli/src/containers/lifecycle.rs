@@ -1,0 +1,535 @@
+//! Creating, starting and running containers: boot the container's micro-VM, create the
+//! container through the agent, start it, then either stream its stdio (foreground) or
+//! leave a monitor process to keep its logs and record its end (detached).
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use berth_containers::{now, ContainerRecord, RunSpec, Store, VmmProcess};
+use berth_protocol::chunk::{read_chunk, Chunk};
+use berth_protocol::spec::{docker_spec, RunConfig};
+use berth_protocol::{
+    Client, ClientError, CreateRequest, ProcessRef, Source, StdioOptions, StreamTarget,
+};
+
+use super::image::{self, PreparedImage};
+use super::logfile::LogWriter;
+use super::stdio;
+use super::vm::{self, VmFiles};
+use super::{CreateArgs, RunArgs, EXIT_BERTH_FAILED};
+
+/// Exit code of a crashed micro-VM's container.
+pub const EXIT_VM_CRASHED: i32 = 255;
+
+/// The state root and the container store.
+#[derive(Debug)]
+pub struct Ctx {
+    /// berth's state root.
+    pub root: PathBuf,
+    /// Container records.
+    pub store: Store,
+}
+
+impl Ctx {
+    /// Opens the default state root.
+    pub fn open() -> Result<Self> {
+        let root = Store::default_root();
+        let store = Store::open(&root)?;
+        Ok(Self { root, store })
+    }
+
+    /// The files of a container's VM.
+    pub fn files(&self, record: &ContainerRecord) -> VmFiles {
+        VmFiles::new(self.store.dir(&record.id))
+    }
+}
+
+/// docker's exit status for a berth error: 126/127 when the agent says the executable
+/// cannot run or does not exist, 125 otherwise.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(ClientError::Remote(w)) = cause.downcast_ref::<ClientError>() {
+            return w.exit_code() as u8;
+        }
+        if let Some(w) = cause.downcast_ref::<berth_protocol::WireError>() {
+            return w.exit_code() as u8;
+        }
+    }
+    EXIT_BERTH_FAILED
+}
+
+/// Parses a docker memory size: `512m`, `1g`, `1048576`, `64M`.
+pub fn parse_memory(text: &str) -> Result<u64> {
+    let t = text.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: f64 = num
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n > 0.0)
+        .with_context(|| {
+            format!("invalid memory size \"{text}\": use a number with k, m or g, like 512m")
+        })?;
+    let bytes = (n * mult as f64) as u64;
+    if bytes < 6 << 20 {
+        bail!("minimum memory limit allowed is 6MB, \"{text}\" is less");
+    }
+    Ok(bytes)
+}
+
+/// Environment entries from `-e` and `--env-file`: `KEY=VALUE`, or `KEY` alone to pass
+/// this environment's value (skipped when unset), like docker.
+fn user_env(args: &CreateArgs) -> Result<Vec<String>> {
+    let mut raw = Vec::new();
+    for file in &args.env_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("read the env file {}", file.display()))?;
+        raw.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from),
+        );
+    }
+    raw.extend(args.env.iter().cloned());
+    let mut out = Vec::new();
+    for e in raw {
+        match e.split_once('=') {
+            Some(("", _)) => bail!("invalid environment variable \"{e}\": the name is empty"),
+            Some(_) => out.push(e),
+            None => {
+                if let Ok(v) = std::env::var(&e) {
+                    out.push(format!("{e}={v}"));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Merges `extra` into `base`: a later `KEY=` replaces an earlier one.
+pub fn merge_env(base: &[String], extra: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = base.to_vec();
+    for e in extra {
+        let key = e.split('=').next().unwrap_or("");
+        out.retain(|x| x.split('=').next() != Some(key));
+        out.push(e.clone());
+    }
+    out
+}
+
+/// What the container runs, docker's way: `--entrypoint` replaces the image's entrypoint
+/// and drops its command; CMD arguments replace the image's command.
+fn build_spec(args: &CreateArgs, img: &PreparedImage) -> Result<RunSpec> {
+    let (entrypoint, cmd) = match &args.entrypoint {
+        Some(e) if e.is_empty() => (Vec::new(), args.command.clone()),
+        Some(e) => (vec![e.clone()], args.command.clone()),
+        None if args.command.is_empty() => (img.entrypoint.clone(), img.cmd.clone()),
+        None => (img.entrypoint.clone(), args.command.clone()),
+    };
+    let argv: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if argv.is_empty() {
+        bail!(
+            "no command specified: the image {} has none, give one after the image name",
+            args.image
+        );
+    }
+    if !args.cpus.is_finite() || args.cpus <= 0.0 || args.cpus > 64.0 {
+        bail!(
+            "invalid --cpus {}: give a number of CPUs between 0.01 and 64",
+            args.cpus
+        );
+    }
+    let memory_mib = match &args.memory {
+        Some(m) => parse_memory(m)?.div_ceil(1 << 20),
+        None => 0,
+    };
+    Ok(RunSpec {
+        image: args.image.clone(),
+        image_id: img.id.clone(),
+        args: argv,
+        env: merge_env(&img.env, &user_env(args)?),
+        workdir: args.workdir.clone().unwrap_or_else(|| img.workdir.clone()),
+        user: args.user.clone().unwrap_or_else(|| img.user.clone()),
+        hostname: args.hostname.clone().unwrap_or_default(),
+        tty: args.tty,
+        interactive: args.interactive,
+        cpus: args.cpus,
+        memory_mib,
+        auto_remove: args.rm,
+    })
+}
+
+/// The create request for a container whose VM has `layers` disks, then the scratch disk.
+fn create_request(record: &ContainerRecord, layer_count: usize) -> Result<CreateRequest> {
+    let spec = &record.spec;
+    let hostname = if spec.hostname.is_empty() {
+        record.short_id().to_string()
+    } else {
+        spec.hostname.clone()
+    };
+    let oci = docker_spec(&RunConfig {
+        args: spec.args.clone(),
+        env: spec.env.clone(),
+        cwd: spec.workdir.clone(),
+        hostname,
+        tty: spec.tty,
+        memory_bytes: (spec.memory_mib > 0).then_some((spec.memory_mib << 20) as i64),
+        cpus: Some(spec.cpus),
+        pids_limit: None,
+    });
+    let disk = |i: usize| -> Result<String> {
+        if i >= 26 {
+            bail!("the image has {layer_count} layers; berth supports up to 25");
+        }
+        Ok(format!("/dev/vd{}", (b'a' + i as u8) as char))
+    };
+    let layers = (0..layer_count)
+        .map(|i| {
+            Ok(Source::Device {
+                path: disk(i)?,
+                fstype: Some("erofs".into()),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(CreateRequest {
+        id: record.id.clone(),
+        spec: oci,
+        layers,
+        scratch: Some(Source::Device {
+            path: disk(layer_count)?,
+            fstype: Some("ext4".into()),
+        }),
+        user: (!spec.user.is_empty()).then(|| spec.user.clone()),
+        stdio: StdioOptions {
+            tty: spec.tty,
+            open_stdin: spec.interactive,
+        },
+    })
+}
+
+/// A container whose micro-VM is up and whose container is created (not started).
+pub struct Booted {
+    /// The agent.
+    pub client: Client,
+    /// The VMM process.
+    pub vmm: VmmProcess,
+    /// The VM's files.
+    pub files: VmFiles,
+}
+
+/// Phases of a run, for `--timings`.
+#[derive(Debug)]
+pub struct Timings {
+    start: Instant,
+    last: Instant,
+    phases: Vec<(String, Duration)>,
+}
+
+impl Timings {
+    fn new() -> Self {
+        let now = Instant::now();
+        Self {
+            start: now,
+            last: now,
+            phases: Vec::new(),
+        }
+    }
+    fn mark(&mut self, phase: &str) {
+        let now = Instant::now();
+        self.phases.push((phase.to_string(), now - self.last));
+        self.last = now;
+    }
+    fn split_last(&mut self, first: &str, first_len: Duration, second: &str) {
+        if let Some((_, d)) = self.phases.pop() {
+            let a = first_len.min(d);
+            self.phases.push((first.to_string(), a));
+            self.phases.push((second.to_string(), d - a));
+        }
+    }
+    fn print(&self) {
+        for (phase, d) in &self.phases {
+            eprintln!("timing: {phase:<18} {:>8.1} ms", d.as_secs_f64() * 1e3);
+        }
+        eprintln!(
+            "timing: {:<18} {:>8.1} ms",
+            "total",
+            self.start.elapsed().as_secs_f64() * 1e3
+        );
+    }
+}
+
+/// Boots `record`'s micro-VM and creates the container in it.
+async fn boot(
+    ctx: &Ctx,
+    record: &ContainerRecord,
+    mut timings: Option<&mut Timings>,
+) -> Result<Booted> {
+    let img = image::prepare_local(&ctx.root, &record.spec.image_id, &record.spec.image)?;
+    if let Some(t) = timings.as_deref_mut() {
+        t.mark("image ready");
+    }
+    let files = ctx.files(record);
+    let vmm = vm::spawn_vmm(&ctx.root, record, &files, &img.layers)?;
+    if let Some(t) = timings.as_deref_mut() {
+        t.mark("VMM started");
+    }
+    ctx.store.update(&record.id, |r| {
+        r.state.vmm = Some(vmm);
+        r.state.started_at = Some(now());
+        r.state.finished_at = None;
+        r.state.exit_code = None;
+        r.state.error = None;
+    })?;
+    let result = async {
+        let client = vm::connect_agent(&files, Some(vmm), vm::agent_timeout()).await?;
+        let info = client.ping().await?;
+        if let Some(t) = timings.as_deref_mut() {
+            t.mark("agent ready");
+            // The guest's uptime splits the wait into kernel boot and agent start-up.
+            let boot = Duration::from_millis(info.uptime_ms);
+            let waited = t.phases.last().map(|p| p.1).unwrap_or_default();
+            t.split_last("kernel boot", waited.saturating_sub(boot), "guest to agent");
+        }
+        client
+            .create(create_request(record, img.layers.len())?)
+            .await
+            .with_context(|| format!("create container {} in its micro-VM", record.name))?;
+        if let Some(t) = timings.as_deref_mut() {
+            t.mark("container created");
+        }
+        Ok::<_, anyhow::Error>(Booted {
+            client,
+            vmm,
+            files: files.clone(),
+        })
+    }
+    .await;
+    if let Err(e) = &result {
+        vm::kill_vmm(vmm);
+        finish(ctx, record, None, Some(format!("{e:#}")))?;
+    }
+    result
+}
+
+/// Records that a container ended; removes it when it was run with `--rm`.
+pub fn finish(
+    ctx: &Ctx,
+    record: &ContainerRecord,
+    code: Option<i32>,
+    error: Option<String>,
+) -> Result<()> {
+    if record.spec.auto_remove {
+        return match ctx.store.remove(&record.id) {
+            Ok(()) | Err(berth_containers::Error::NotFound(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        };
+    }
+    match ctx.store.update(&record.id, |r| {
+        r.state.exit_code = code.or(r.state.exit_code).or(Some(EXIT_VM_CRASHED));
+        r.state.error = error.clone();
+        r.state.finished_at = Some(now());
+    }) {
+        Ok(_) | Err(berth_containers::Error::Io { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Starts the monitor of a detached container, in a session of its own.
+fn spawn_monitor(record: &ContainerRecord) -> Result<()> {
+    let exe = std::env::current_exe().context("find the berth executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["container-monitor", &record.id])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().context("start the container monitor")?;
+    Ok(())
+}
+
+/// `berth create`.
+pub async fn create(args: CreateArgs) -> Result<i32> {
+    let ctx = Ctx::open()?;
+    let img = image::prepare(&ctx.root, &args.image).await?;
+    let spec = build_spec(&args, &img)?;
+    let record = ctx.store.create(args.name.as_deref(), spec)?;
+    println!("{}", record.id);
+    Ok(0)
+}
+
+/// `berth run`.
+pub async fn run(args: RunArgs) -> Result<i32> {
+    let ctx = Ctx::open()?;
+    let mut timings = Timings::new();
+    let img = image::prepare(&ctx.root, &args.create.image).await?;
+    let spec = build_spec(&args.create, &img)?;
+    let record = ctx.store.create(args.create.name.as_deref(), spec)?;
+    let booted = boot(&ctx, &record, Some(&mut timings)).await?;
+    let init = ProcessRef::init(record.id.clone());
+
+    if args.detach {
+        if let Err(e) = booted.client.start(init).await {
+            vm::shutdown(Some(&booted.client), Some(booted.vmm)).await;
+            finish(&ctx, &record, None, Some(e.to_string()))?;
+            return Err(e.into());
+        }
+        spawn_monitor(&record)?;
+        println!("{}", record.id);
+        return Ok(0);
+    }
+
+    let log = LogWriter::open(&booted.files.logs())
+        .with_context(|| format!("open {}", booted.files.logs().display()))?;
+    let outcome = stdio::attach(
+        &booted.files,
+        &booted.client,
+        init,
+        stdio::Mode {
+            tty: record.spec.tty,
+            interactive: record.spec.interactive,
+            start: true,
+        },
+        Some(log),
+    )
+    .await;
+    timings.mark("container ran");
+    vm::shutdown(Some(&booted.client), Some(booted.vmm)).await;
+    timings.mark("VM powered off");
+    if args.timings {
+        timings.print();
+    }
+    match outcome {
+        Ok(code) => {
+            finish(&ctx, &record, Some(code), None)?;
+            Ok(code)
+        }
+        Err(e) => {
+            let crashed = !booted.vmm.is_alive();
+            let e = if crashed
+                || matches!(e.downcast_ref::<ClientError>(), Some(ClientError::Closed))
+            {
+                e.context(format!(
+                    "the micro-VM of container {} stopped unexpectedly{}",
+                    record.name,
+                    booted.files.last_words()
+                ))
+            } else {
+                e
+            };
+            finish(&ctx, &record, None, Some(format!("{e:#}")))?;
+            Err(e)
+        }
+    }
+}
+
+/// `berth start`: boots each stopped container's VM and starts it in the background.
+pub async fn start_all(names: &[String]) -> Result<i32> {
+    let ctx = Ctx::open()?;
+    let mut failed = false;
+    for name in names {
+        let result = async {
+            let record = ctx.store.resolve(name)?;
+            if record.status() == berth_containers::Status::Running {
+                return Ok(());
+            }
+            let booted = boot(&ctx, &record, None).await?;
+            if let Err(e) = booted
+                .client
+                .start(ProcessRef::init(record.id.clone()))
+                .await
+            {
+                vm::shutdown(Some(&booted.client), Some(booted.vmm)).await;
+                finish(&ctx, &record, None, Some(e.to_string()))?;
+                return Err(e.into());
+            }
+            spawn_monitor(&record)
+        }
+        .await;
+        match result {
+            Ok(()) => println!("{name}"),
+            Err(e) => {
+                eprintln!("berth: cannot start {name}: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+/// The monitor of a detached container: keeps its output in the host-side log, waits
+/// for it to exit, powers its VM off and records the exit code.
+pub async fn monitor(id: &str) -> Result<i32> {
+    let ctx = Ctx::open()?;
+    let record = ctx.store.resolve(id)?;
+    let files = ctx.files(&record);
+    let vmm = record.state.vmm;
+    let client = match vm::connect_agent(&files, vmm, Duration::from_secs(30)).await {
+        Ok(c) => c,
+        Err(e) => {
+            finish(&ctx, &record, None, Some(format!("{e:#}")))?;
+            return Err(e);
+        }
+    };
+    let mut log = LogWriter::open(&files.logs())?;
+    let mut stream = vm::open_stream(
+        &files,
+        StreamTarget::Logs {
+            container: record.id.clone(),
+            follow: true,
+            tail: None,
+        },
+    )
+    .await?;
+    let logs = tokio::spawn(async move {
+        while let Ok(Some(chunk)) = read_chunk(&mut stream).await {
+            match chunk {
+                Chunk::Log(rec) => {
+                    if log.write(&rec).is_err() {
+                        break;
+                    }
+                }
+                Chunk::End | Chunk::Error(_) => break,
+                Chunk::Data(_) => {}
+            }
+        }
+    });
+    let waited = client.wait(ProcessRef::init(record.id.clone())).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), logs).await;
+    // A `stop` or `rm` may have powered the VM off already.
+    vm::shutdown(Some(&client), vmm).await;
+    let current = match ctx.store.resolve(&record.id) {
+        Ok(r) => r,
+        Err(_) => return Ok(0),
+    };
+    match waited {
+        Ok(code) => finish(&ctx, &current, Some(code), None)?,
+        Err(e) => finish(
+            &ctx,
+            &current,
+            None,
+            Some(format!(
+                "the micro-VM stopped unexpectedly: {e}{}",
+                files.last_words()
+            )),
+        )?,
+    }
+    Ok(0)
+}

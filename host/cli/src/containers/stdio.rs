@@ -1,0 +1,204 @@
+//! Attaching the terminal to a process in a container: stdout and stderr streamed apart,
+//! stdin with a proper EOF, signals forwarded, and with `-t` a raw terminal that follows
+//! window resizes.
+
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use berth_protocol::chunk::{write_chunk, Chunk, LogStream};
+use berth_protocol::{Client, ProcessRef, StreamTarget};
+use nix::sys::termios::{self, SetArg, Termios};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::logfile::LogWriter;
+use super::vm::{self, VmFiles};
+
+/// How to attach.
+#[derive(Debug, Clone, Copy)]
+pub struct Mode {
+    /// The process has a terminal.
+    pub tty: bool,
+    /// Forward this process's stdin.
+    pub interactive: bool,
+    /// Start the process once the streams are open.
+    pub start: bool,
+}
+
+/// Puts the terminal in raw mode and restores it when dropped.
+struct RawTerminal {
+    saved: Termios,
+}
+
+impl RawTerminal {
+    fn enter() -> Option<Self> {
+        let stdin = std::io::stdin();
+        let saved = termios::tcgetattr(stdin.as_fd()).ok()?;
+        let mut raw = saved.clone();
+        termios::cfmakeraw(&mut raw);
+        termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw).ok()?;
+        Some(Self { saved })
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        let _ = termios::tcsetattr(std::io::stdin().as_fd(), SetArg::TCSANOW, &self.saved);
+    }
+}
+
+/// The size of the terminal on stdout (rows, columns).
+fn terminal_size() -> Option<(u16, u16)> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes a winsize into the struct we own.
+    let r = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
+    (r == 0 && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
+}
+
+/// Copies one output stream of the process to this process's fd, keeping it in `log`.
+async fn pump_output(
+    mut from: tokio::net::UnixStream,
+    stream: LogStream,
+    log: Option<std::sync::Arc<std::sync::Mutex<LogWriter>>>,
+) -> Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = match stream {
+        LogStream::Stdout => Box::new(tokio::io::stdout()),
+        LogStream::Stderr => Box::new(tokio::io::stderr()),
+    };
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        if let Some(log) = &log {
+            if let Ok(mut l) = log.lock() {
+                let _ = l.write_now(stream, &buf[..n]);
+            }
+        }
+        // A closed terminal must not stop the container: keep draining the stream.
+        if out.write_all(&buf[..n]).await.is_ok() {
+            let _ = out.flush().await;
+        }
+    }
+    Ok(())
+}
+
+/// Streams stdin to the process as chunks, then its end.
+async fn pump_stdin(mut to: tokio::net::UnixStream) -> Result<()> {
+    let mut stdin = tokio::io::stdin();
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let n = stdin.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        write_chunk(&mut to, &Chunk::Data(buf[..n].to_vec())).await?;
+        to.flush().await?;
+    }
+    write_chunk(&mut to, &Chunk::End).await?;
+    to.flush().await?;
+    Ok(())
+}
+
+/// Attaches to `process`, starts it when asked, and returns its exit code.
+pub async fn attach(
+    files: &VmFiles,
+    client: &Client,
+    process: ProcessRef,
+    mode: Mode,
+    log: Option<LogWriter>,
+) -> Result<i32> {
+    let log = log.map(|l| std::sync::Arc::new(std::sync::Mutex::new(l)));
+    let out = vm::open_stream(files, StreamTarget::Stdout(process.clone())).await?;
+    let err = if mode.tty {
+        None
+    } else {
+        Some(vm::open_stream(files, StreamTarget::Stderr(process.clone())).await?)
+    };
+    let input = if mode.interactive {
+        Some(vm::open_stream(files, StreamTarget::Stdin(process.clone())).await?)
+    } else {
+        None
+    };
+    let raw = if mode.tty && mode.interactive {
+        RawTerminal::enter()
+    } else {
+        None
+    };
+    if mode.start {
+        client
+            .start(process.clone())
+            .await
+            .with_context(|| format!("start {process}"))?;
+    }
+    let out_task = tokio::spawn(pump_output(out, LogStream::Stdout, log.clone()));
+    let err_task = err.map(|e| tokio::spawn(pump_output(e, LogStream::Stderr, log.clone())));
+    let in_task = input.map(|i| tokio::spawn(pump_stdin(i)));
+
+    // Signals: with a terminal, ^C travels as a byte; otherwise forward them.
+    let forward = {
+        let client = client.clone();
+        let process = process.clone();
+        let tty = mode.tty;
+        tokio::spawn(async move {
+            let mut int = signal(SignalKind::interrupt()).ok();
+            let mut term = signal(SignalKind::terminate()).ok();
+            let mut hup = signal(SignalKind::hangup()).ok();
+            let mut quit = signal(SignalKind::quit()).ok();
+            let mut winch = signal(SignalKind::window_change()).ok();
+            let resize = |client: Client, process: ProcessRef| async move {
+                if let Some((rows, cols)) = terminal_size() {
+                    let _ = client.resize_tty(process, rows, cols).await;
+                }
+            };
+            if tty {
+                resize(client.clone(), process.clone()).await;
+            }
+            loop {
+                let sig = tokio::select! {
+                    Some(()) = recv(&mut int) => libc::SIGINT,
+                    Some(()) = recv(&mut term) => libc::SIGTERM,
+                    Some(()) = recv(&mut hup) => libc::SIGHUP,
+                    Some(()) = recv(&mut quit) => libc::SIGQUIT,
+                    Some(()) = recv(&mut winch) => libc::SIGWINCH,
+                    else => break,
+                };
+                if sig == libc::SIGWINCH {
+                    if tty {
+                        resize(client.clone(), process.clone()).await;
+                    }
+                } else {
+                    let _ = client.signal(process.clone(), sig).await;
+                }
+            }
+        })
+    };
+
+    let code = client.wait(process.clone()).await;
+    forward.abort();
+    // Output written just before the exit is still in flight: drain it.
+    let _ = tokio::time::timeout(Duration::from_secs(10), out_task).await;
+    if let Some(t) = err_task {
+        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+    }
+    if let Some(t) = in_task {
+        t.abort();
+    }
+    drop(raw);
+    Ok(code?)
+}
+
+/// The next delivery of a signal, or never when it could not be watched.
+async fn recv(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match s {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,311 @@
+//! One micro-VM per container: its files, the VMM process that owns it, and the
+//! connection to the agent inside.
+//!
+//! The VMM runs as its own process (`berth vm run ...`, detached in its own session), so
+//! a detached container outlives the CLI that started it.
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use berth_containers::{ContainerRecord, VmmProcess};
+use berth_protocol::{client, Client, StreamTarget, CONTROL_PORT, STREAM_PORT};
+use tokio::net::UnixStream;
+
+/// Extra guest memory on top of the container's limit: the guest kernel and the agent.
+const GUEST_OVERHEAD_MIB: u64 = 96;
+/// Smallest micro-VM berth starts.
+const MIN_VM_MIB: u64 = 256;
+/// Size of a container's sparse scratch disk (its writable layer).
+const SCRATCH_BYTES: u64 = 8 << 30;
+
+/// The files of one container's micro-VM, all inside the container's own folder.
+#[derive(Debug, Clone)]
+pub struct VmFiles {
+    dir: PathBuf,
+}
+
+impl VmFiles {
+    /// The files of the container stored in `dir`.
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+    /// The VMM's vsock socket (Firecracker-style `CONNECT <port>`).
+    pub fn vsock(&self) -> PathBuf {
+        self.dir.join("vsock.sock")
+    }
+    /// The guest's serial console.
+    pub fn console(&self) -> PathBuf {
+        self.dir.join("console.log")
+    }
+    /// The VMM's own messages.
+    pub fn vmm_log(&self) -> PathBuf {
+        self.dir.join("vmm.log")
+    }
+    /// The writable layer's disk.
+    pub fn scratch(&self) -> PathBuf {
+        self.dir.join("scratch.img")
+    }
+    /// The container's kept output.
+    pub fn logs(&self) -> PathBuf {
+        self.dir.join("container.log")
+    }
+
+    /// The last lines the guest and the VMM printed, to explain a failure.
+    pub fn last_words(&self) -> String {
+        let mut out = String::new();
+        for path in [self.console(), self.vmm_log()] {
+            if let Ok(text) = fs::read_to_string(&path) {
+                let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+                let tail = &lines[lines.len().saturating_sub(12)..];
+                if !tail.is_empty() {
+                    out.push_str(&format!("\n--- last lines of {} ---\n", path.display()));
+                    out.push_str(&tail.join("\n"));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The guest kernel and the agent's initramfs: `BERTH_KERNEL` and `BERTH_INITRD`, else
+/// `kernel/vmlinux` and `kernel/initramfs.cpio.gz` under the state root.
+pub fn guest_boot_files(root: &Path) -> Result<(PathBuf, PathBuf)> {
+    let pick = |var: &str, default: PathBuf| {
+        std::env::var_os(var)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or(default)
+    };
+    let kernel = pick("BERTH_KERNEL", root.join("kernel/vmlinux"));
+    let initrd = pick("BERTH_INITRAMFS", root.join("kernel/initramfs.cpio.gz"));
+    for (what, path, var) in [
+        ("guest kernel", &kernel, "BERTH_KERNEL"),
+        ("agent initramfs", &initrd, "BERTH_INITRAMFS"),
+    ] {
+        if !path.is_file() {
+            bail!(
+                "no {what} at {}: run scripts/quickstart.sh to build and install it, or set {var}",
+                path.display()
+            );
+        }
+    }
+    Ok((kernel, initrd))
+}
+
+/// Makes the container's scratch disk (sparse, ext4) unless it exists.
+pub fn ensure_scratch(files: &VmFiles) -> Result<()> {
+    let path = files.scratch();
+    if path.exists() {
+        return Ok(());
+    }
+    let tmp = path.with_extension("img.tmp");
+    let f = fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+    f.set_len(SCRATCH_BYTES)
+        .with_context(|| format!("size {}", tmp.display()))?;
+    drop(f);
+    let out = Command::new("mkfs.ext4")
+        .args([
+            "-q",
+            "-F",
+            "-m",
+            "0",
+            "-E",
+            "lazy_itable_init=1,lazy_journal_init=1",
+        ])
+        .arg(&tmp)
+        .output()
+        .context("run mkfs.ext4 (install e2fsprogs)")?;
+    if !out.status.success() {
+        let _ = fs::remove_file(&tmp);
+        bail!(
+            "mkfs.ext4 failed on {}: {}",
+            tmp.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    fs::rename(&tmp, &path).with_context(|| format!("rename {}", tmp.display()))?;
+    Ok(())
+}
+
+/// Memory of the micro-VM for a container limited to `memory_mib` (0: no limit).
+pub fn vm_memory_mib(memory_mib: u64) -> u64 {
+    if memory_mib == 0 {
+        512
+    } else {
+        (memory_mib + GUEST_OVERHEAD_MIB).max(MIN_VM_MIB)
+    }
+}
+
+/// Starts the VMM of `record` with its layer disks (lowest first) and scratch disk, in a
+/// session of its own so that it outlives this CLI.
+pub fn spawn_vmm(
+    root: &Path,
+    record: &ContainerRecord,
+    files: &VmFiles,
+    layers: &[PathBuf],
+) -> Result<VmmProcess> {
+    let (kernel, initrd) = guest_boot_files(root)?;
+    ensure_scratch(files)?;
+    let _ = fs::remove_file(files.vsock());
+    let exe = std::env::current_exe().context("find the berth executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["vm", "run", "--kernel"])
+        .arg(&kernel)
+        .arg("--initrd")
+        .arg(&initrd)
+        .arg("--memory")
+        .arg(format!("{}M", vm_memory_mib(record.spec.memory_mib)))
+        .arg("--cpus")
+        .arg(vcpus(record.spec.cpus).to_string())
+        .arg("--cmdline")
+        .arg(format!("berth.id={}", record.short_id()));
+    for layer in layers {
+        cmd.arg("--disk").arg(format!("ro:{}", layer.display()));
+    }
+    cmd.arg("--disk")
+        .arg(format!("rw:{}", files.scratch().display()))
+        .arg("--vsock")
+        .arg(files.vsock())
+        .arg("--console")
+        .arg(files.console());
+    let log = fs::File::create(files.vmm_log())
+        .with_context(|| format!("create {}", files.vmm_log().display()))?;
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone().context("dup the VMM log")?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().context("start the VMM process")?;
+    let pid = child.id();
+    // The child is reaped by whoever waits for the VMM; detaching the handle is fine.
+    std::mem::forget(child);
+    VmmProcess::of_pid(pid)
+        .with_context(|| format!("the VMM process exited at once{}", files.last_words()))
+}
+
+/// How long to wait for the agent of a fresh VM: generous, since VMs nested under
+/// emulation (CI) boot far slower than on hardware.
+pub fn agent_timeout() -> Duration {
+    let secs = std::env::var("BERTH_AGENT_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(120);
+    Duration::from_secs(secs)
+}
+
+/// Opens a vsock connection to `port` in the container's VM.
+async fn connect_port(files: &VmFiles, port: u32) -> std::io::Result<UnixStream> {
+    let mut s = UnixStream::connect(files.vsock()).await?;
+    berth_protocol::vsock_connect(&mut s, port)
+        .await
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e.to_string()))?;
+    Ok(s)
+}
+
+/// Connects to the agent, retrying while the VM boots, failing early if its VMM dies.
+pub async fn connect_agent(
+    files: &VmFiles,
+    vmm: Option<VmmProcess>,
+    timeout: Duration,
+) -> Result<Client> {
+    let started = Instant::now();
+    loop {
+        if let Ok(s) = connect_port(files, CONTROL_PORT).await {
+            match Client::handshake(s).await {
+                Ok(c) => return Ok(c),
+                Err(e) => tracing::debug!("agent handshake: {e}"),
+            }
+        }
+        if let Some(vmm) = vmm {
+            if !vmm.is_alive() {
+                reap(vmm.pid);
+                bail!(
+                    "the micro-VM stopped before its agent answered{}",
+                    files.last_words()
+                );
+            }
+        }
+        if started.elapsed() > timeout {
+            bail!(
+                "the agent in the micro-VM did not answer within {}s (BERTH_AGENT_TIMEOUT raises it){}",
+                timeout.as_secs(),
+                files.last_words()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Opens a data stream with the agent.
+pub async fn open_stream(files: &VmFiles, target: StreamTarget) -> Result<UnixStream> {
+    let s = connect_port(files, STREAM_PORT)
+        .await
+        .context("open a stream to the agent")?;
+    Ok(client::open_stream(s, target).await?)
+}
+
+/// Collects the VMM if it is our child (it is, when this CLI started it).
+pub fn reap(pid: u32) {
+    let mut status = 0;
+    // SAFETY: waitpid on a pid with WNOHANG only reads the child's status.
+    unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
+}
+
+/// Waits for the VMM to end, then kills it if it is still there after `grace`.
+pub async fn wait_vmm_gone(vmm: VmmProcess, grace: Duration) {
+    let started = Instant::now();
+    while vmm.is_alive() {
+        reap(vmm.pid);
+        if started.elapsed() > grace {
+            kill_vmm(vmm);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    reap(vmm.pid);
+}
+
+/// Kills a VMM outright (SIGKILL), and collects it.
+pub fn kill_vmm(vmm: VmmProcess) {
+    if vmm.is_alive() {
+        // SAFETY: kill(2) with a pid whose start time was just checked.
+        unsafe { libc::kill(vmm.pid as i32, libc::SIGKILL) };
+    }
+    for _ in 0..100 {
+        reap(vmm.pid);
+        if !vmm.is_alive() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Powers the VM off through the agent (sync first), then makes sure the VMM is gone.
+pub async fn shutdown(client: Option<&Client>, vmm: Option<VmmProcess>) {
+    if let Some(c) = client {
+        let _ = tokio::time::timeout(Duration::from_secs(10), c.shutdown()).await;
+    }
+    if let Some(vmm) = vmm {
+        wait_vmm_gone(vmm, Duration::from_secs(15)).await;
+    }
+}
+
+/// vCPUs of a micro-VM for `--cpus N`: N rounded up, at least 1.
+pub fn vcpus(cpus: f64) -> u32 {
+    if cpus.is_finite() && cpus > 1.0 {
+        cpus.ceil().min(64.0) as u32
+    } else {
+        1
+    }
+}
