@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 mod containers;
 mod images;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,12 @@ enum Command {
     Container(containers::ContainerCommand),
     #[command(flatten)]
     Image(images::ImageCommand),
+    /// Run a micro-VM by hand (kernel, initrd, disks, vsock).
+    #[command(subcommand)]
+    Vm(vm::VmCommand),
+    /// Run one VMM from a JSON VmConfig (used by berth itself, one process per VM).
+    #[command(hide = true)]
+    Vmm(vm::VmmArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +41,8 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Container(c) => return containers::main(c),
+        Command::Vm(c) => return vm::main(c),
+        Command::Vmm(a) => return vm::vmm_main(a),
         Command::Image(c) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
