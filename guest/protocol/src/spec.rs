@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use oci_spec::runtime::{
     Capabilities, Capability, LinuxBuilder, LinuxCapabilities, LinuxCpu, LinuxMemory,
     LinuxNamespace, LinuxNamespaceType, LinuxPids, LinuxResources, Mount, PosixRlimitBuilder,
-    PosixRlimitType, Process, Spec, User,
+    PosixRlimitType, Process, Root, Spec, User,
 };
 
 /// Docker's default capability set (moby `oci/caps/defaults.go`).
@@ -231,6 +231,10 @@ pub fn docker_spec(cfg: &RunConfig) -> Spec {
         .expect("every field of the linux block is set");
 
     let mut spec = Spec::default();
+    // oci-spec's default root is read-only; docker's is not (`--read-only` sets it).
+    let mut root = Root::default();
+    root.set_readonly(Some(false));
+    spec.set_root(Some(root));
     spec.set_process(Some(p));
     spec.set_hostname(Some(cfg.hostname.clone()));
     spec.set_mounts(Some(docker_default_mounts()));

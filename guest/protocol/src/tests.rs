@@ -125,6 +125,7 @@ fn docker_spec_carries_limits_caps_and_paths() {
         .unwrap()
         .contains(&oci_spec::runtime::Capability::SysAdmin));
     assert!(p.env().as_ref().unwrap()[0].starts_with("PATH="));
+    assert_eq!(s.root().as_ref().unwrap().readonly(), Some(false));
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@ const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 /// Whether `path` is a cgroup2 mount.
 pub fn is_cgroup2(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
-        .map(|s| s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC)
+        .map(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC)
         .unwrap_or(false)
 }
 

@@ -376,7 +376,7 @@ fn exec<S: Syscalls + ?Sized>(
     let Some(path) = p.candidates.get(idx) else {
         return fail(stage::START, Errno::EINVAL);
     };
-    let e = sys.execve(path, argv.as_ptr(), envp.as_ptr());
+    let e = sys.execve(path, argv, envp);
     Message {
         kind: MSG_EXEC_FAILED,
         step: 0,

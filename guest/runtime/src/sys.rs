@@ -104,8 +104,9 @@ pub trait Syscalls {
     fn reset_signals(&self);
     /// umask(2).
     fn umask(&self, mask: u32);
-    /// execve(2): only returns on failure.
-    fn execve(&self, path: &CStr, argv: *const *const c_char, envp: *const *const c_char) -> Errno;
+    /// execve(2): only returns on failure. `argv` and `envp` must end with a null pointer
+    /// and point to C strings that outlive the call (EINVAL when not null-terminated).
+    fn execve(&self, path: &CStr, argv: &[*const c_char], envp: &[*const c_char]) -> Errno;
     /// _exit(2).
     fn exit(&self, code: i32) -> !;
 }
@@ -399,10 +400,13 @@ impl Syscalls for LinuxSyscalls {
         // SAFETY: plain system call.
         unsafe { libc::umask(mask) };
     }
-    fn execve(&self, path: &CStr, argv: *const *const c_char, envp: *const *const c_char) -> Errno {
-        // SAFETY: argv and envp are NULL-terminated arrays of valid C strings owned by the
-        // plan, which outlives this call.
-        unsafe { libc::execve(path.as_ptr(), argv, envp) };
+    fn execve(&self, path: &CStr, argv: &[*const c_char], envp: &[*const c_char]) -> Errno {
+        if argv.last().is_none_or(|p| !p.is_null()) || envp.last().is_none_or(|p| !p.is_null()) {
+            return Errno::EINVAL;
+        }
+        // SAFETY: argv and envp are null-terminated (checked above) arrays of C strings that
+        // the caller keeps alive (the plan), as the trait requires.
+        unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
         Errno::last()
     }
     fn exit(&self, code: i32) -> ! {
@@ -648,12 +652,7 @@ impl Syscalls for RecordingSyscalls {
     fn umask(&self, mask: u32) {
         let _ = self.rec(Call::Umask(mask));
     }
-    fn execve(
-        &self,
-        path: &CStr,
-        _argv: *const *const c_char,
-        _envp: *const *const c_char,
-    ) -> Errno {
+    fn execve(&self, path: &CStr, _argv: &[*const c_char], _envp: &[*const c_char]) -> Errno {
         let _ = self.rec(Call::Execve(s(path)));
         Errno::ENOEXEC
     }

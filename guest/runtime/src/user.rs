@@ -144,7 +144,7 @@ fn resolve_in(
     let mut supp: Vec<u32> = Vec::new();
     if !entry.name.is_empty() {
         for gr in groups {
-            if gr.members.iter().any(|m| *m == entry.name) && !supp.contains(&gr.gid) {
+            if gr.members.contains(&entry.name) && !supp.contains(&gr.gid) {
                 supp.push(gr.gid);
             }
         }

@@ -336,7 +336,7 @@ fn exec_helper_joins_cgroup_and_namespaces_then_forks_a_sibling() {
     let end = child::exec_sequence(&sys, &plan.process, &join, &f, &argv, &argv);
     assert_eq!(end, child::ExecEnd::HelperDone);
     let calls = sys.take();
-    let expect_tail = vec![
+    let expect_tail = [
         Call::OpenWrite("/sys/fs/cgroup/berth/c1/cgroup.procs".into()),
         Call::Write(100, b"0".to_vec()),
         Call::Setns(20, libc::CLONE_NEWPID),
