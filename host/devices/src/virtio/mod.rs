@@ -9,6 +9,7 @@ pub mod mmio;
 pub mod rng;
 #[cfg(test)]
 pub(crate) mod test_utils;
+pub mod vsock;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -16,7 +17,6 @@ use std::sync::Arc;
 use virtio_queue::Queue;
 
 use crate::{GuestMemory, Irq};
-
 
 /// `VIRTIO_F_VERSION_1`: every berth device is a modern (virtio 1.x) device.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
