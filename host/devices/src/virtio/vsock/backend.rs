@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
-use virtio_queue::{Queue, QueueOwnedT, QueueT, Reader, Writer};
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT, Reader, Writer};
 
 use super::packet::*;
 use super::{HOST_CID, MAX_CONNECTIONS, MAX_PKT_PAYLOAD, TX_BUF_SIZE};
@@ -76,6 +76,7 @@ impl BackendHandle {
             _evq: evq,
             poll,
             stop: stop.clone(),
+            broken: false,
             scratch: vec![0; MAX_PKT_PAYLOAD],
             mux: Muxer {
                 guest_cid: config.guest_cid,
@@ -138,6 +139,8 @@ struct Backend {
     _evq: Queue,
     poll: Poll,
     stop: Arc<AtomicBool>,
+    /// The guest corrupted a queue: nothing moves until the driver resets the device.
+    broken: bool,
     scratch: Vec<u8>,
     mux: Muxer,
 }
@@ -210,7 +213,8 @@ impl Backend {
     fn process_tx(&mut self) -> bool {
         let mut used = false;
         while self.mux.ctrl.len() < CTRL_QUEUE_SOFT_CAP {
-            let Some(chain) = self.txq.pop_descriptor_chain(&self.mem) else {
+            let Some(chain) = pop(&mut self.txq, &self.mem, &self.interrupt, &mut self.broken)
+            else {
                 break;
             };
             let head = chain.head_index();
@@ -233,7 +237,8 @@ impl Backend {
             if !self.mux.may_have_rx() {
                 break;
             }
-            let Some(chain) = self.rxq.pop_descriptor_chain(&self.mem) else {
+            let Some(chain) = pop(&mut self.rxq, &self.mem, &self.interrupt, &mut self.broken)
+            else {
                 break;
             };
             let head = chain.head_index();
@@ -273,6 +278,28 @@ impl Backend {
             used = true;
         }
         used
+    }
+}
+
+/// The next available chain of `q`. A queue the guest corrupted (an avail index more
+/// than a queue size ahead, rings outside memory) marks the device as needing a reset.
+fn pop<'m>(
+    q: &mut Queue,
+    mem: &'m GuestMemory,
+    interrupt: &VirtioInterrupt,
+    broken: &mut bool,
+) -> Option<DescriptorChain<&'m GuestMemory>> {
+    if *broken {
+        return None;
+    }
+    match q.iter(mem) {
+        Ok(mut chains) => chains.next(),
+        Err(e) => {
+            tracing::error!("vsock: the guest corrupted a queue ({e}); the device needs a reset");
+            *broken = true;
+            interrupt.set_needs_reset();
+            None
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -159,6 +159,7 @@ struct Guest {
     tx: DriverQueue,
     dev: Vsock,
     irq: Arc<CountingIrq>,
+    interrupt: Arc<VirtioInterrupt>,
     sock: PathBuf,
     dir: tempfile::TempDir,
     /// Payload bytes each rx buffer offers.
@@ -186,6 +187,12 @@ impl Guest {
     }
 
     fn with_rx(rx_buf_len: u32, rx_count: usize) -> Self {
+        Self::build(rx_buf_len, rx_count, |_| {})
+    }
+
+    /// A guest whose device runs `before_activate` with its socket path between creation
+    /// and activation (the VMM creates the device long before the driver starts it).
+    fn build(rx_buf_len: u32, rx_count: usize, before_activate: impl FnOnce(&Path)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("v.sock");
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
@@ -194,16 +201,19 @@ impl Guest {
         let (evq, _) = DriverQueue::create(&mem, 0x2000, EV_BASE);
         let queues = vec![rxq, txq, evq];
         let mut dev = Vsock::new(GUEST_CID, sock.clone()).unwrap();
+        before_activate(&sock);
         let irq = Arc::new(CountingIrq::default());
         let interrupt = VirtioInterrupt::new(irq.clone());
         dev.ack_features(VIRTIO_F_VERSION_1);
-        dev.activate(mem.clone(), interrupt, queues).unwrap();
+        dev.activate(mem.clone(), interrupt.clone(), queues)
+            .unwrap();
         let mut g = Guest {
             mem,
             rx,
             tx,
             dev,
             irq,
+            interrupt,
             sock,
             dir,
             rx_buf_len,
@@ -713,7 +723,8 @@ fn guest_sending_by_its_credit_gets_everything_through_a_slow_host() {
             }
             got += n;
         }
-        got
+        // Keep the socket open: a close now would race with the guest's last checks.
+        (got, s)
     });
     let mut sent = 0usize;
     let mut fwd = resp.fwd_cnt;
@@ -737,7 +748,7 @@ fn guest_sending_by_its_credit_gets_everything_through_a_slow_host() {
             fwd = h.fwd_cnt;
         }
     }
-    assert_eq!(reader.join().unwrap(), TOTAL);
+    assert_eq!(reader.join().unwrap().0, TOTAL);
     assert!(
         waits > 0,
         "the guest never ran out of credit: the test proves nothing"
@@ -929,7 +940,18 @@ fn a_guest_that_lies_about_the_avail_index_does_not_hang_the_device() {
         )
         .unwrap();
     g.dev.queue_notify(1);
-    std::thread::sleep(Duration::from_millis(100));
+    let deadline = Instant::now() + WAIT;
+    while !g.interrupt.needs_reset() {
+        assert!(
+            Instant::now() < deadline,
+            "the device did not ask for a reset"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_ne!(
+        g.interrupt.status() & crate::virtio::INTERRUPT_CONFIG_CHANGE,
+        0
+    );
     // The device thread is alive: dropping it joins the thread and removes the socket.
     let sock = g.sock.clone();
     drop(g);
@@ -990,4 +1012,42 @@ fn rx_buffers_arriving_late_are_filled_in_order() {
     let msg: Vec<u8> = (0..20000u32).map(|i| i as u8).collect();
     s.write_all(&msg).unwrap();
     assert_eq!(g.recv_data(msg.len()), msg);
+}
+
+#[test]
+fn a_host_client_connecting_before_the_driver_starts_is_served_after_activation() {
+    let mut early = None;
+    let mut g = Guest::build(4096, 8, |sock| {
+        let mut s = UnixStream::connect(sock).unwrap();
+        s.write_all(b"CONNECT 4242\n").unwrap();
+        early = Some(s);
+    });
+    let mut s = early.unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let (req, _) = g.recv();
+    assert_eq!((req.op, req.dst_port), (OP_REQUEST, 4242));
+    g.send(hdr(OP_RESPONSE, 4242, req.src_port), &[]);
+    assert_eq!(read_line(&mut s), format!("OK {}\n", req.src_port));
+}
+
+#[test]
+fn a_guest_that_never_answers_a_host_request_times_out() {
+    let mut g = Guest::new();
+    let mut s = UnixStream::connect(&g.sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"CONNECT 11\n").unwrap();
+    let (req, _) = g.recv();
+    assert_eq!(req.op, OP_REQUEST);
+    let start = Instant::now();
+    assert_eof(&mut s);
+    assert!(
+        start.elapsed() >= Duration::from_secs(4),
+        "closed too early"
+    );
+    // The guest is told too, in case its answer was only late.
+    let (rst, _) = g.recv();
+    assert_eq!(
+        (rst.op, rst.src_port, rst.dst_port),
+        (OP_RST, req.src_port, 11)
+    );
 }
