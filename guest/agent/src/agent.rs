@@ -1,0 +1,809 @@
+//! The agent's state and request handling.
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use berth_protocol::chunk::LogStream;
+use berth_protocol::{
+    AgentInfo, ContainerInfo, ContainerStats, ContainerStatus, CreateRequest, ErrorKind,
+    ExecRequest, ProcessInfo, ProcessRef, Request, Response, Source, StdioOptions, WireError,
+};
+use berth_runtime::{CreateOptions, Layer, Runtime, RuntimeError, Scratch, Status, Stdio};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::aio::AsyncFile;
+use crate::logs::LogFile;
+
+/// The one place where runtime errors become wire errors.
+pub fn wire(e: &RuntimeError) -> WireError {
+    let kind = match e {
+        RuntimeError::InvalidConfig { .. } => ErrorKind::InvalidConfig,
+        RuntimeError::AlreadyExists(_) => ErrorKind::AlreadyExists,
+        RuntimeError::NotFound(_) => ErrorKind::NotFound,
+        RuntimeError::InvalidState { .. } => ErrorKind::InvalidState,
+        RuntimeError::ExecutableNotFound(_) | RuntimeError::NoSuchFile(_) => {
+            ErrorKind::ExecutableNotFound
+        }
+        RuntimeError::NotExecutable { .. } => ErrorKind::NotExecutable,
+        RuntimeError::UnknownUser(_) | RuntimeError::UnknownGroup(_) => ErrorKind::InvalidConfig,
+        RuntimeError::NoCgroup2(_) => ErrorKind::Unsupported,
+        RuntimeError::Setup { .. } | RuntimeError::Io { .. } | RuntimeError::Sys { .. } => {
+            ErrorKind::System
+        }
+    };
+    let field = match e {
+        RuntimeError::InvalidConfig { field, .. } => Some(field.clone()),
+        RuntimeError::UnknownUser(_) | RuntimeError::UnknownGroup(_) => Some("user".into()),
+        _ => None,
+    };
+    let errno = match e {
+        RuntimeError::Setup { errno, .. } | RuntimeError::Sys { errno, .. } => Some(*errno as i32),
+        RuntimeError::Io { source, .. } => source.raw_os_error(),
+        _ => None,
+    };
+    WireError {
+        kind,
+        message: e.to_string(),
+        field,
+        errno,
+    }
+}
+
+fn not_found(what: impl std::fmt::Display) -> WireError {
+    WireError::new(ErrorKind::NotFound, format!("no such {what}"))
+}
+
+type Sink = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Where a process output goes besides the log.
+#[derive(Default)]
+enum SinkState {
+    /// Output flows; the attached host stream, if any.
+    Open(Option<Sink>),
+    /// The output has ended.
+    #[default]
+    Closed,
+}
+
+/// One output (stdout or stderr) of a process.
+pub struct Output {
+    sink: tokio::sync::Mutex<SinkState>,
+}
+
+impl Output {
+    fn new(open: bool) -> Arc<Output> {
+        Arc::new(Output {
+            sink: tokio::sync::Mutex::new(if open {
+                SinkState::Open(None)
+            } else {
+                SinkState::Closed
+            }),
+        })
+    }
+
+    /// Attaches a host stream; when the output has already ended the stream is closed.
+    pub async fn attach(&self, mut s: Sink) {
+        let mut g = self.sink.lock().await;
+        match &mut *g {
+            SinkState::Open(slot) => *slot = Some(s),
+            SinkState::Closed => {
+                let _ = s.shutdown().await;
+            }
+        }
+    }
+}
+
+struct PendingExec {
+    process: oci_spec::runtime::Process,
+    user: Option<String>,
+    stdio: Stdio,
+}
+
+/// A process (init or exec) the agent tracks.
+pub struct Proc {
+    pid: Mutex<Option<i32>>,
+    exit: Arc<watch::Sender<Option<i32>>>,
+    stdin: tokio::sync::Mutex<Option<AsyncFile>>,
+    master: Option<OwnedFd>,
+    /// stdout (or the terminal) and stderr.
+    pub outputs: [Arc<Output>; 2],
+    pending: Mutex<Option<PendingExec>>,
+    /// Kept output (init only).
+    pub log: Option<Arc<LogFile>>,
+}
+
+impl Proc {
+    /// Exit code, once exited.
+    pub fn exit_code(&self) -> Option<i32> {
+        *self.exit.borrow()
+    }
+    /// Waits for the exit code.
+    pub async fn wait(&self) -> i32 {
+        let mut rx = self.exit.subscribe();
+        loop {
+            if let Some(c) = *rx.borrow_and_update() {
+                return c;
+            }
+            if rx.changed().await.is_err() {
+                return 255;
+            }
+        }
+    }
+    /// Takes the stdin writer (one attachment).
+    pub async fn take_stdin(&self) -> Option<AsyncFile> {
+        self.stdin.lock().await.take()
+    }
+}
+
+/// Exit statuses collected by the SIGCHLD handler.
+#[derive(Default)]
+pub struct Reaper {
+    waiters: Mutex<HashMap<i32, Arc<watch::Sender<Option<i32>>>>>,
+    unclaimed: Mutex<HashMap<i32, i32>>,
+}
+
+impl Reaper {
+    fn register(&self, pid: i32, tx: Arc<watch::Sender<Option<i32>>>) {
+        let early = self
+            .unclaimed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&pid);
+        match early {
+            Some(code) => {
+                tx.send_replace(Some(code));
+            }
+            None => {
+                self.waiters
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(pid, tx);
+            }
+        }
+    }
+
+    /// Reaps every exited child.
+    pub fn reap(&self) {
+        use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(ws) => {
+                    let (Some(pid), Some(code)) =
+                        (ws.pid(), berth_runtime::container::exit_code(ws))
+                    else {
+                        continue;
+                    };
+                    let pid = pid.as_raw();
+                    let tx = self
+                        .waiters
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&pid);
+                    match tx {
+                        Some(tx) => {
+                            tx.send_replace(Some(code));
+                        }
+                        None => {
+                            let mut u = self.unclaimed.lock().unwrap_or_else(|e| e.into_inner());
+                            if u.len() > 1024 {
+                                u.clear();
+                            }
+                            u.insert(pid, code);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The agent.
+pub struct Agent {
+    rt: Arc<Mutex<Runtime>>,
+    procs: Mutex<HashMap<ProcessRef, Arc<Proc>>>,
+    /// Child reaping.
+    pub reaper: Reaper,
+    started: Instant,
+    /// Running as the guest's PID 1.
+    pub pid1: bool,
+}
+
+struct ProcIo {
+    runtime: Stdio,
+    stdin: Option<OwnedFd>,
+    out: OwnedFd,
+    err: Option<OwnedFd>,
+    master: Option<OwnedFd>,
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), WireError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| WireError::new(ErrorKind::System, format!("creating a pipe: {e}")))
+}
+
+fn sys_err(what: &str, e: impl std::fmt::Display) -> WireError {
+    WireError::new(ErrorKind::System, format!("{what}: {e}"))
+}
+
+fn make_stdio(o: StdioOptions) -> Result<ProcIo, WireError> {
+    if o.tty {
+        let pty = nix::pty::openpty(None, None).map_err(|e| sys_err("opening a pty", e))?;
+        for fd in [&pty.master, &pty.slave] {
+            nix::fcntl::fcntl(
+                fd,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            )
+            .map_err(|e| sys_err("configuring the pty", e))?;
+        }
+        let dup = |fd: &OwnedFd| {
+            fd.try_clone()
+                .map_err(|e| sys_err("duplicating the pty", e))
+        };
+        let stdin = if o.open_stdin {
+            Some(dup(&pty.master)?)
+        } else {
+            None
+        };
+        let out = dup(&pty.master)?;
+        Ok(ProcIo {
+            runtime: Stdio::tty(pty.slave).map_err(|e| wire(&e))?,
+            stdin,
+            out,
+            err: None,
+            master: Some(pty.master),
+        })
+    } else {
+        let (stdin_child, stdin) = if o.open_stdin {
+            let (r, w) = pipe()?;
+            (r, Some(w))
+        } else {
+            let null = nix::fcntl::open(
+                "/dev/null",
+                nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| sys_err("opening /dev/null", e))?;
+            (null, None)
+        };
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        Ok(ProcIo {
+            runtime: Stdio {
+                stdin: stdin_child,
+                stdout: out_w,
+                stderr: err_w,
+            },
+            stdin,
+            out: out_r,
+            err: Some(err_r),
+            master: None,
+        })
+    }
+}
+
+fn set_winsize(fd: &OwnedFd, rows: u16, cols: u16) -> Result<(), WireError> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ with a valid winsize on a pty master.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) } < 0 {
+        return Err(sys_err(
+            "resizing the terminal",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+async fn pump(src: OwnedFd, out: Arc<Output>, log: Option<(Arc<LogFile>, LogStream)>) {
+    let mut src = match AsyncFile::new(src) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot read process output: {e}");
+            *out.sink.lock().await = SinkState::Closed;
+            return;
+        }
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match src.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some((l, s)) = &log {
+            l.append(*s, &buf[..n]);
+        }
+        let mut g = out.sink.lock().await;
+        if let SinkState::Open(Some(w)) = &mut *g {
+            let ok = w.write_all(&buf[..n]).await.is_ok() && w.flush().await.is_ok();
+            if !ok {
+                *g = SinkState::Open(None);
+            }
+        }
+    }
+    if let Some((l, s)) = &log {
+        l.end_stream(*s);
+    }
+    let mut g = out.sink.lock().await;
+    if let SinkState::Open(Some(w)) = &mut *g {
+        let _ = w.shutdown().await;
+    }
+    *g = SinkState::Closed;
+}
+
+fn layer(i: usize, s: &Source) -> Result<Layer, WireError> {
+    match s {
+        Source::Dir { path } => Ok(Layer::Dir(PathBuf::from(path))),
+        Source::Device { path, fstype } => {
+            if !path.starts_with("/dev/") {
+                return Err(WireError {
+                    kind: ErrorKind::InvalidConfig,
+                    message: format!("layers[{i}]: {path} is not a device under /dev"),
+                    field: Some(format!("layers[{i}]")),
+                    errno: None,
+                });
+            }
+            Ok(Layer::Device {
+                path: PathBuf::from(path),
+                fstype: fstype.clone(),
+            })
+        }
+    }
+}
+
+/// Runs blocking runtime work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, RuntimeError> + Send + 'static,
+) -> Result<T, WireError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(|e| wire(&e)),
+        Err(e) => Err(sys_err("runtime task failed", e)),
+    }
+}
+
+impl Agent {
+    /// An agent keeping container state under `state_dir`.
+    pub fn new(state_dir: PathBuf, pid1: bool) -> Arc<Agent> {
+        Arc::new(Agent {
+            rt: Arc::new(Mutex::new(Runtime::new(berth_runtime::RuntimeConfig {
+                state_root: state_dir,
+                ..Default::default()
+            }))),
+            procs: Mutex::new(HashMap::new()),
+            reaper: Reaper::default(),
+            started: Instant::now(),
+            pid1,
+        })
+    }
+
+    fn rt(&self) -> std::sync::MutexGuard<'_, Runtime> {
+        self.rt.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The tracked process `p`.
+    pub fn proc(&self, p: &ProcessRef) -> Result<Arc<Proc>, WireError> {
+        self.procs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(p)
+            .cloned()
+            .ok_or_else(|| not_found(p))
+    }
+
+    /// The container's root as the agent sees it, and its upper dir.
+    pub fn container_dirs(&self, id: &str) -> Result<(PathBuf, PathBuf), WireError> {
+        let rt = self.rt();
+        let c = rt.get(id).map_err(|e| wire(&e))?;
+        Ok((c.rootfs().to_path_buf(), c.upper_dir().to_path_buf()))
+    }
+
+    /// Handles one control request.
+    pub async fn handle(self: &Arc<Self>, req: Request) -> Result<Response, WireError> {
+        match req {
+            Request::Ping => Ok(Response::Info(AgentInfo {
+                agent_version: env!("CARGO_PKG_VERSION").to_string(),
+                protocol: berth_protocol::PROTOCOL_VERSION,
+                uptime_ms: self.started.elapsed().as_millis() as u64,
+                kernel: nix::sys::utsname::uname()
+                    .map(|u| u.release().to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                cgroup2: berth_runtime::cgroup::is_cgroup2(std::path::Path::new(
+                    berth_runtime::cgroup::CGROUP_ROOT,
+                )),
+            })),
+            Request::Create(req) => self.create(*req).await,
+            Request::Start(p) => self.start(p).await,
+            Request::Exec(req) => self.exec(*req).await,
+            Request::Signal { process, signal } => {
+                let proc = self.proc(&process)?;
+                if proc.exit_code().is_some() {
+                    return Err(WireError::new(
+                        ErrorKind::InvalidState,
+                        format!("{process} is not running"),
+                    ));
+                }
+                let pid =
+                    (*proc.pid.lock().unwrap_or_else(|e| e.into_inner())).ok_or_else(|| {
+                        WireError::new(
+                            ErrorKind::InvalidState,
+                            format!("{process} has not started"),
+                        )
+                    })?;
+                berth_runtime::signal_pid(pid, signal).map_err(|e| wire(&e))?;
+                Ok(Response::Ok)
+            }
+            Request::Wait(p) => {
+                let proc = self.proc(&p)?;
+                Ok(Response::Exited {
+                    code: proc.wait().await,
+                })
+            }
+            Request::List => Ok(Response::Containers(self.list())),
+            Request::Delete { id, force } => self.delete(id, force).await,
+            Request::Stats { id } => self.stats(&id),
+            Request::ResizeTty {
+                process,
+                rows,
+                cols,
+            } => {
+                let proc = self.proc(&process)?;
+                let m = proc.master.as_ref().ok_or_else(|| {
+                    WireError::new(
+                        ErrorKind::InvalidState,
+                        format!("{process} has no terminal"),
+                    )
+                })?;
+                set_winsize(m, rows, cols)?;
+                Ok(Response::Ok)
+            }
+            Request::Top { id } => {
+                let pid = self.rt().get(&id).map_err(|e| wire(&e))?.pid();
+                Ok(Response::Processes(
+                    berth_runtime::top::processes(pid)
+                        .into_iter()
+                        .map(|p| ProcessInfo {
+                            pid: p.pid,
+                            ppid: p.ppid,
+                            uid: p.uid,
+                            state: p.state,
+                            rss_kib: p.rss_kib,
+                            cpu_ticks: p.cpu_ticks,
+                            cmd: p.cmd,
+                        })
+                        .collect(),
+                ))
+            }
+            Request::Shutdown => {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    me.shutdown();
+                });
+                Ok(Response::Ok)
+            }
+        }
+    }
+
+    fn register_proc(&self, p: ProcessRef, proc: Arc<Proc>) -> Result<(), WireError> {
+        let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        if procs.contains_key(&p) {
+            return Err(WireError::new(
+                ErrorKind::AlreadyExists,
+                format!("{p} already exists"),
+            ));
+        }
+        procs.insert(p, proc);
+        Ok(())
+    }
+
+    fn new_proc(
+        io: &mut ProcIo,
+        log: Option<Arc<LogFile>>,
+        pending: Option<PendingExec>,
+    ) -> Result<Arc<Proc>, WireError> {
+        let stdin = match io.stdin.take() {
+            Some(fd) => Some(AsyncFile::new(fd).map_err(|e| sys_err("stdin", e))?),
+            None => None,
+        };
+        Ok(Arc::new(Proc {
+            pid: Mutex::new(None),
+            exit: Arc::new(watch::channel(None).0),
+            stdin: tokio::sync::Mutex::new(stdin),
+            master: io.master.take(),
+            outputs: [Output::new(true), Output::new(io.err.is_some())],
+            pending: Mutex::new(pending),
+            log,
+        }))
+    }
+
+    fn spawn_pumps(proc: &Arc<Proc>, out: OwnedFd, err: Option<OwnedFd>) {
+        let log = proc.log.clone();
+        tokio::spawn(pump(
+            out,
+            proc.outputs[0].clone(),
+            log.clone().map(|l| (l, LogStream::Stdout)),
+        ));
+        if let Some(err) = err {
+            tokio::spawn(pump(
+                err,
+                proc.outputs[1].clone(),
+                log.map(|l| (l, LogStream::Stderr)),
+            ));
+        }
+    }
+
+    async fn create(self: &Arc<Self>, req: CreateRequest) -> Result<Response, WireError> {
+        let pref = ProcessRef::init(req.id.clone());
+        if self.proc(&pref).is_ok() {
+            return Err(WireError::new(
+                ErrorKind::AlreadyExists,
+                format!("container {} already exists", req.id),
+            ));
+        }
+        let layers = req
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| layer(i, s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let scratch = match &req.scratch {
+            None => Scratch::Tmpfs,
+            Some(Source::Dir { path }) => Scratch::Dir(PathBuf::from(path)),
+            Some(Source::Device { path, fstype }) => Scratch::Device {
+                path: PathBuf::from(path),
+                fstype: fstype.clone(),
+            },
+        };
+        let mut spec = req.spec;
+        let mut stdio_opts = req.stdio;
+        let console = match spec.process_mut() {
+            Some(p) => {
+                stdio_opts.tty |= p.terminal().unwrap_or(false);
+                p.set_terminal(Some(stdio_opts.tty));
+                p.console_size()
+            }
+            None => None,
+        };
+        let mut io = make_stdio(stdio_opts)?;
+        if let (Some(m), Some(c)) = (&io.master, console) {
+            set_winsize(m, c.height() as u16, c.width() as u16)?;
+        }
+        let runtime_stdio =
+            std::mem::replace(&mut io.runtime, Stdio::null().map_err(|e| wire(&e))?);
+        let id = req.id.clone();
+        let opts = CreateOptions {
+            id: req.id.clone(),
+            spec,
+            layers,
+            scratch,
+            user: req.user.clone(),
+            stdio: runtime_stdio,
+        };
+        let rt = self.rt.clone();
+        let (pid, scratch_dir) = blocking(move || {
+            let mut rt = rt.lock().unwrap_or_else(|e| e.into_inner());
+            let pid = rt.create(opts)?;
+            let dir = rt.get(&id)?.scratch_dir().to_path_buf();
+            Ok((pid, dir))
+        })
+        .await?;
+        let streams = if io.err.is_some() { 2 } else { 1 };
+        let log = match LogFile::create(&scratch_dir.join("berth-init.log"), streams) {
+            Ok(l) => Some(Arc::new(l)),
+            Err(e) => {
+                tracing::warn!("container {}: no log file: {e}", req.id);
+                None
+            }
+        };
+        let proc = Self::new_proc(&mut io, log, None)?;
+        *proc.pid.lock().unwrap_or_else(|e| e.into_inner()) = Some(pid);
+        self.reaper.register(pid, proc.exit.clone());
+        Self::spawn_pumps(&proc, io.out, io.err);
+        if let Err(e) = self.register_proc(pref, proc.clone()) {
+            let _ = blocking({
+                let rt = self.rt.clone();
+                let id = req.id.clone();
+                move || {
+                    rt.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .delete(&id, true)
+                }
+            })
+            .await;
+            return Err(e);
+        }
+        // Record init's exit in the runtime once the reaper sees it.
+        let rt = self.rt.clone();
+        let id = req.id.clone();
+        tokio::spawn(async move {
+            let code = proc.wait().await;
+            if let Ok(c) = rt.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&id) {
+                c.set_exited(code);
+            }
+        });
+        Ok(Response::Created { pid })
+    }
+
+    async fn start(self: &Arc<Self>, p: ProcessRef) -> Result<Response, WireError> {
+        let proc = self.proc(&p)?;
+        match &p.exec {
+            None => {
+                let rt = self.rt.clone();
+                let id = p.container.clone();
+                let pid = blocking(move || rt.lock().unwrap_or_else(|e| e.into_inner()).start(&id))
+                    .await?;
+                Ok(Response::Started { pid })
+            }
+            Some(_) => {
+                let pending = proc
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                    .ok_or_else(|| {
+                        WireError::new(ErrorKind::InvalidState, format!("{p} was already started"))
+                    })?;
+                let rt = self.rt.clone();
+                let id = p.container.clone();
+                let r = blocking(move || {
+                    rt.lock().unwrap_or_else(|e| e.into_inner()).exec(
+                        &id,
+                        &pending.process,
+                        pending.user.as_deref(),
+                        pending.stdio,
+                    )
+                })
+                .await;
+                match r {
+                    Ok(pid) => {
+                        *proc.pid.lock().unwrap_or_else(|e| e.into_inner()) = Some(pid);
+                        self.reaper.register(pid, proc.exit.clone());
+                        Ok(Response::Started { pid })
+                    }
+                    Err(e) => {
+                        proc.exit.send_replace(Some(e.exit_code()));
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+
+    async fn exec(self: &Arc<Self>, req: ExecRequest) -> Result<Response, WireError> {
+        let init = self.proc(&ProcessRef::init(req.container.clone()))?;
+        if init.exit_code().is_some() {
+            return Err(WireError::new(
+                ErrorKind::InvalidState,
+                format!("container {} is not running", req.container),
+            ));
+        }
+        let mut process = req.process;
+        let mut o = req.stdio;
+        o.tty |= process.terminal().unwrap_or(false);
+        process.set_terminal(Some(o.tty));
+        let console = process.console_size();
+        let mut io = make_stdio(o)?;
+        if let (Some(m), Some(c)) = (&io.master, console) {
+            set_winsize(m, c.height() as u16, c.width() as u16)?;
+        }
+        let stdio = std::mem::replace(&mut io.runtime, Stdio::null().map_err(|e| wire(&e))?);
+        let pending = PendingExec {
+            process,
+            user: req.user,
+            stdio,
+        };
+        let proc = Self::new_proc(&mut io, None, Some(pending))?;
+        self.register_proc(ProcessRef::exec(req.container, req.exec), proc.clone())?;
+        Self::spawn_pumps(&proc, io.out, io.err);
+        Ok(Response::Ok)
+    }
+
+    fn list(&self) -> Vec<ContainerInfo> {
+        let rt = self.rt();
+        let procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        rt.list()
+            .into_iter()
+            .map(|(id, status, pid)| {
+                let mut execs: Vec<String> = procs
+                    .keys()
+                    .filter(|k| k.container == id)
+                    .filter_map(|k| k.exec.clone())
+                    .collect();
+                execs.sort();
+                let exit = procs
+                    .get(&ProcessRef::init(id.clone()))
+                    .and_then(|p| p.exit_code());
+                let status = match (status, exit) {
+                    (_, Some(_)) | (Status::Stopped(_), _) => ContainerStatus::Stopped,
+                    (Status::Created, None) => ContainerStatus::Created,
+                    (Status::Running, None) => ContainerStatus::Running,
+                };
+                ContainerInfo {
+                    id,
+                    status,
+                    pid: Some(pid),
+                    exit_code: exit,
+                    execs,
+                }
+            })
+            .collect()
+    }
+
+    async fn delete(self: &Arc<Self>, id: String, force: bool) -> Result<Response, WireError> {
+        let init = self.proc(&ProcessRef::init(id.clone()));
+        if let Ok(init) = &init {
+            let running = init.exit_code().is_none()
+                && self.rt().get(&id).map(|c| c.status()).ok() == Some(Status::Running);
+            if running && !force {
+                return Err(WireError::new(
+                    ErrorKind::InvalidState,
+                    format!("container {id} is running: stop it first or force the removal"),
+                ));
+            }
+        }
+        let rt = self.rt.clone();
+        let cid = id.clone();
+        blocking(move || {
+            rt.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .delete(&cid, true)
+        })
+        .await?;
+        let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        procs.retain(|k, _| k.container != id);
+        Ok(Response::Ok)
+    }
+
+    fn stats(&self, id: &str) -> Result<Response, WireError> {
+        let rt = self.rt();
+        let c = rt.get(id).map_err(|e| wire(&e))?;
+        let cg = c
+            .cgroup()
+            .ok_or_else(|| wire(&RuntimeError::NoCgroup2("statistics")))?;
+        let s = cg.stats();
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime fills ts.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        // SAFETY: sysconf has no preconditions.
+        let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as u32;
+        Ok(Response::Stats(ContainerStats {
+            cpu_usage_usec: s.cpu_usage_usec,
+            cpu_user_usec: s.cpu_user_usec,
+            cpu_system_usec: s.cpu_system_usec,
+            memory_current: s.memory_current,
+            memory_max: s.memory_max,
+            pids_current: s.pids_current,
+            pids_max: s.pids_max,
+            online_cpus: cpus,
+            timestamp_ns: ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64,
+        }))
+    }
+
+    /// Kills every container, syncs, and powers off (PID 1) or exits (host mode).
+    pub fn shutdown(&self) {
+        tracing::info!("shutting down");
+        let rt = self.rt();
+        for (id, ..) in rt.list() {
+            if let Ok(c) = rt.get(&id) {
+                c.kill_all();
+            }
+        }
+        drop(rt);
+        nix::unistd::sync();
+        if self.pid1 {
+            crate::init::power_off();
+        }
+        std::process::exit(0);
+    }
+}
