@@ -387,8 +387,14 @@ where
     r
 }
 
-fn io_wire(what: &str, e: impl std::fmt::Display) -> WireError {
-    WireError::new(ErrorKind::System, format!("{what}: {e}"))
+fn io_wire(what: &str, e: impl std::error::Error) -> WireError {
+    let mut msg = format!("{what}: {e}");
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    WireError::new(ErrorKind::System, msg)
 }
 
 /// `docker cp CONTAINER:PATH -`: a tar of `path` (named by its last component).
