@@ -90,8 +90,9 @@ tails+=($!)
 tail -n +1 -f "$job/stderr" >&2 &
 tails+=($!)
 
-# Under TCG on a loaded host the L1 kernel's timer calibration can stall: lpj and
-# no_timer_check skip it, and a boot that has not started the job in time is retried.
+# Under TCG on a loaded host the L1 kernel's timer calibration can fail and stall its
+# clock: lpj, no_timer_check and the host's TSC rate skip it, and a boot that has not
+# started the job in time is retried.
 start_l1() {
   if [ -n "$vfsd_pid" ]; then
     kill "$vfsd_pid" 2>/dev/null || true
@@ -107,11 +108,16 @@ start_l1() {
     -object memory-backend-memfd,id=mem,size="${memory_mib}M",share=on -m "${memory_mib}M" \
     -nographic -no-reboot -monitor none -serial "file:$job/console.log" \
     -kernel "$l1/vmlinux" -initrd "$l1/initrd.cpio.gz" \
-    -append "console=ttyS0 ${BERTH_L1_QUIET-quiet} panic=-1 lpj=5000000 no_timer_check berth.job=$job" \
+    -append "console=ttyS0 panic=-1 lpj=5000000 no_timer_check $tsc_args berth.job=$job" \
     -chardev socket,id=vfs,path="$job/vfs.sock" -device vhost-user-fs-device,chardev=vfs,tag=hostroot \
     >"$job/qemu.log" 2>&1 &
   qemu_pid=$!
 }
+
+# The host's TSC rate, handed to L1 so that it never has to calibrate against the PIT.
+tsc_khz=$(awk -F': ' '/^cpu MHz/ { printf "%d", $2 * 1000; exit }' /proc/cpuinfo)
+tsc_args=
+[ -n "$tsc_khz" ] && [ "$tsc_khz" -gt 0 ] && tsc_args="tsc_early_khz=$tsc_khz tsc=reliable"
 
 boot_timeout=${BERTH_L1_BOOT_TIMEOUT:-90}
 deadline=$(( $(date +%s) + timeout_s ))
