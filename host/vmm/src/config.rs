@@ -339,7 +339,10 @@ mod tests {
         let e = c.validate().unwrap_err();
         assert!(e.to_string().contains("at least 32 MiB"), "{e}");
         c.memory_mib = 1 << 40;
-        assert!(matches!(c.validate(), Err(ConfigError::MemoryTooLarge { .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::MemoryTooLarge { .. })
+        ));
         c.memory_mib = 64;
 
         c.cpus = 0;

@@ -91,8 +91,8 @@ pub fn build<V: Vm>(
         virtio.push((format!("disk {}", disk.path.display()), Box::new(block)));
     }
     if let Some(v) = &config.vsock {
-        let vsock = Vsock::new(v.guest_cid, v.socket.clone())
-            .map_err(|e| device_err("vsock", e))?;
+        let vsock =
+            Vsock::new(v.guest_cid, v.socket.clone()).map_err(|e| device_err("vsock", e))?;
         virtio.push(("vsock".into(), Box::new(vsock)));
     }
     if config.rng {

@@ -167,7 +167,10 @@ pub(crate) mod tests {
         let mut bz = b"MZ not an ELF at all, a pretend bzImage".to_vec();
         bz.resize(4096, 0);
         std::fs::write(&p, bz).unwrap();
-        assert!(check_pvh_kernel(&p).unwrap_err().to_string().contains("not an ELF"));
+        assert!(check_pvh_kernel(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("not an ELF"));
 
         let mut huge = pvh_elf(0x100_0000);
         huge[176..180].copy_from_slice(&u32::MAX.to_le_bytes()); // absurd namesz

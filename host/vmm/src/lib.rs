@@ -214,21 +214,23 @@ where
     drop(events_tx);
     drop(ready_tx);
 
-    let mut kickers = Vec::new();
+    let mut kickers: Vec<Option<Arc<dyn berth_hypervisor::VcpuKicker>>> =
+        vec![None; usize::from(config.cpus)];
     let mut setup_error = None;
-    for id in 0..config.cpus {
+    for _ in 0..config.cpus {
         match ready.recv() {
-            Ok(Ok(k)) => kickers.push(k),
-            Ok(Err(reason)) => {
-                setup_error.get_or_insert(VmmError::VcpuSetup {
-                    id: u32::from(id),
-                    reason,
-                });
+            Ok((id, Ok(k))) => {
+                if let Some(slot) = kickers.get_mut(id as usize) {
+                    *slot = Some(k);
+                }
+            }
+            Ok((id, Err(reason))) => {
+                setup_error.get_or_insert(VmmError::VcpuSetup { id, reason });
             }
             Err(_) => {
                 setup_error.get_or_insert(VmmError::VcpuSetup {
-                    id: u32::from(id),
-                    reason: "the vCPU thread died".into(),
+                    id: 0,
+                    reason: "a vCPU thread died".into(),
                 });
             }
         }
@@ -303,16 +305,18 @@ fn wait_for_end(events: &std::sync::mpsc::Receiver<VmEvent>) -> ExitReason {
 /// Kicks every vCPU out of the guest until its thread ends, then joins it.
 fn stop_threads(
     threads: Vec<std::thread::JoinHandle<()>>,
-    kickers: &[Arc<dyn berth_hypervisor::VcpuKicker>],
+    kickers: &[Option<Arc<dyn berth_hypervisor::VcpuKicker>>],
 ) {
     let deadline = Instant::now() + STOP_GRACE;
-    for (i, handle) in threads.into_iter().enumerate() {
-        while !handle.is_finished() && Instant::now() < deadline {
-            if let Some(k) = kickers.get(i) {
+    while Instant::now() < deadline && threads.iter().any(|t| !t.is_finished()) {
+        for (t, k) in threads.iter().zip(kickers) {
+            if let (false, Some(k)) = (t.is_finished(), k) {
                 k.kick();
             }
-            std::thread::sleep(Duration::from_millis(2));
         }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    for (i, handle) in threads.into_iter().enumerate() {
         if handle.is_finished() {
             let _ = handle.join();
         } else {
@@ -352,3 +356,6 @@ mod tests {
             .contains("triple-faulted"));
     }
 }
+
+#[cfg(test)]
+mod fake_tests;

@@ -54,16 +54,16 @@ fn setup<V: Vm>(vm: &V, ctx: &VcpuContext) -> Result<V::Vcpu, String> {
 pub fn thread_main<V: Vm>(
     vm: Arc<V>,
     ctx: VcpuContext,
-    ready: Sender<Result<Arc<dyn VcpuKicker>, String>>,
+    ready: Sender<(u32, Result<Arc<dyn VcpuKicker>, String>)>,
     start: Arc<Barrier>,
 ) {
     let vcpu = match setup(vm.as_ref(), &ctx) {
         Ok(v) => {
-            let _ = ready.send(Ok(v.kicker()));
+            let _ = ready.send((ctx.id, Ok(v.kicker())));
             Some(v)
         }
         Err(e) => {
-            let _ = ready.send(Err(e));
+            let _ = ready.send((ctx.id, Err(e)));
             None
         }
     };

@@ -205,7 +205,12 @@ mod tests {
         vendor.ebx = u32::from_le_bytes(*b"Auth");
         vendor.edx = u32::from_le_bytes(*b"enti");
         vendor.ecx = u32::from_le_bytes(*b"cAMD");
-        let supported = vec![vendor, leaf(0x8000_0001, 0), leaf(0x8000_0008, 0), leaf(0x8000_001e, 0)];
+        let supported = vec![
+            vendor,
+            leaf(0x8000_0001, 0),
+            leaf(0x8000_0008, 0),
+            leaf(0x8000_001e, 0),
+        ];
         let v = filter(
             &supported,
             CpuidOptions {

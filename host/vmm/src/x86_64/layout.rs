@@ -66,14 +66,10 @@ mod tests {
     #[test]
     fn ram_skips_the_mmio_gap() {
         assert_eq!(ram_ranges(256 << 20), vec![(0, 256 << 20)]);
-        assert_eq!(
-            ram_ranges(4 << 30),
-            vec![(0, 3 << 30), (4 << 30, 1 << 30)]
-        );
+        assert_eq!(ram_ranges(4 << 30), vec![(0, 3 << 30), (4 << 30, 1 << 30)]);
         // The virtio windows and the IOAPIC never overlap RAM.
         const _: () = assert!(VIRTIO_MMIO_BASE >= MMIO_GAP_START);
-        const _: () = assert!(
-            VIRTIO_MMIO_BASE + (MAX_VIRTIO_DEVICES as u64) * 0x1000 <= IOAPIC_ADDR as u64
-        );
+        const _: () =
+            assert!(VIRTIO_MMIO_BASE + (MAX_VIRTIO_DEVICES as u64) * 0x1000 <= IOAPIC_ADDR as u64);
     }
 }

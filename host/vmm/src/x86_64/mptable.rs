@@ -94,7 +94,9 @@ pub fn build(cpus: u8, base: u32) -> Vec<u8> {
 pub fn write(mem: &GuestMemory, cpus: u8) -> Result<(), String> {
     let bytes = build(cpus, EBDA_START as u32);
     if EBDA_START + bytes.len() as u64 > 0xa_0000 {
-        return Err(format!("an MP table for {cpus} vCPUs does not fit in the EBDA"));
+        return Err(format!(
+            "an MP table for {cpus} vCPUs does not fit in the EBDA"
+        ));
     }
     mem.write_slice(&bytes, GuestAddress(EBDA_START))
         .map_err(|e| format!("writing the MP table: {e}"))
@@ -113,7 +115,10 @@ mod tests {
             assert_eq!(b[..16].iter().fold(0u8, |a, x| a.wrapping_add(*x)), 0);
             let table = &b[16..];
             assert_eq!(&table[..4], b"PCMP");
-            assert_eq!(u16::from_le_bytes([table[4], table[5]]) as usize, table.len());
+            assert_eq!(
+                u16::from_le_bytes([table[4], table[5]]) as usize,
+                table.len()
+            );
             assert_eq!(table.iter().fold(0u8, |a, x| a.wrapping_add(*x)), 0);
             let count = u16::from_le_bytes([table[34], table[35]]);
             assert_eq!(count, u16::from(cpus) + 4 + 24);

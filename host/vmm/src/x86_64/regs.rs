@@ -59,17 +59,17 @@ pub fn boot_special_registers() -> SpecialRegisters {
 /// enabled, MTRRs enabled with write-back as the default type.
 pub fn boot_msrs() -> Vec<(u32, u64)> {
     vec![
-        (0x174, 0),                    // IA32_SYSENTER_CS
-        (0x175, 0),                    // IA32_SYSENTER_ESP
-        (0x176, 0),                    // IA32_SYSENTER_EIP
-        (0xc000_0081, 0),              // STAR
-        (0xc000_0082, 0),              // LSTAR
-        (0xc000_0083, 0),              // CSTAR
-        (0xc000_0084, 0),              // SYSCALL_MASK
-        (0xc000_0102, 0),              // KERNEL_GS_BASE
-        (0x10, 0),                     // IA32_TSC
-        (0x1a0, 1),                    // IA32_MISC_ENABLE: fast strings
-        (0x2ff, (1 << 11) | 6),        // IA32_MTRR_DEF_TYPE: enabled, write-back
+        (0x174, 0),             // IA32_SYSENTER_CS
+        (0x175, 0),             // IA32_SYSENTER_ESP
+        (0x176, 0),             // IA32_SYSENTER_EIP
+        (0xc000_0081, 0),       // STAR
+        (0xc000_0082, 0),       // LSTAR
+        (0xc000_0083, 0),       // CSTAR
+        (0xc000_0084, 0),       // SYSCALL_MASK
+        (0xc000_0102, 0),       // KERNEL_GS_BASE
+        (0x10, 0),              // IA32_TSC
+        (0x1a0, 1),             // IA32_MISC_ENABLE: fast strings
+        (0x2ff, (1 << 11) | 6), // IA32_MTRR_DEF_TYPE: enabled, write-back
     ]
 }
 

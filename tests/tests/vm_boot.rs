@@ -1,0 +1,394 @@
+//! Boots the guest kernel in berth's VMM (`berth vm run`) with the test initramfs
+//! (scripts/build-test-initramfs.sh) and checks what the guest did and how the VMM ended.
+//!
+//! Needs a `/dev/kvm` able to boot Linux, `BERTH_KERNEL` (scripts/build-kernel.sh prints the
+//! folder of `vmlinux`), the `berth` binary next to the test binary (or `BERTH_BIN`) and
+//! the test initramfs (`BERTH_TEST_INITRAMFS`, else built by running the script).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use berth_tests::{repo_root, required_path};
+
+/// How long one VM may take (nested virtualization under TCG is slow).
+const VM_TIMEOUT: Duration = Duration::from_secs(240);
+const GUEST_ECHO_PORT: u32 = 5000;
+const HOST_LISTEN_PORT: u32 = 6000;
+
+fn berth_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("BERTH_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("berth");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p berth` or set BERTH_BIN",
+        bin.display()
+    );
+    bin
+}
+
+fn initramfs() -> PathBuf {
+    if let Some(p) = std::env::var_os("BERTH_TEST_INITRAMFS") {
+        return PathBuf::from(p);
+    }
+    let out = Command::new(repo_root().join("scripts/build-test-initramfs.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run scripts/build-test-initramfs.sh");
+    assert!(
+        out.status.success(),
+        "scripts/build-test-initramfs.sh failed"
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+struct Finished {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `berth vm run` with the kernel, the test initramfs and `args`; `on_line` sees each
+/// console line as it arrives (with the child's pid).
+fn run_vm(args: &[&str], mut on_line: impl FnMut(&str, u32)) -> Finished {
+    let kernel = required_path("BERTH_KERNEL");
+    assert!(
+        kernel.exists(),
+        "BERTH_KERNEL={} does not exist",
+        kernel.display()
+    );
+    let mut child = Command::new(berth_bin())
+        .args(["vm", "run", "--kernel"])
+        .arg(&kernel)
+        .arg("--initrd")
+        .arg(initramfs())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start berth vm run");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel::<String>();
+    let stdout = child.stdout.take().expect("stdout");
+    let reader = thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stderr_pipe = child.stderr.take().expect("stderr");
+    let err_reader = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr_pipe.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + VM_TIMEOUT;
+    let mut out = String::new();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                on_line(&line, pid);
+                out.push_str(&line);
+                out.push('\n');
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the VM did not finish within {VM_TIMEOUT:?}; console so far:\n{out}");
+        }
+    }
+    let status = child.wait().expect("wait for berth");
+    let _ = reader.join();
+    let stderr = err_reader.join().unwrap_or_default();
+    Finished {
+        code: status.code(),
+        stdout: out,
+        stderr,
+    }
+}
+
+fn assert_line(f: &Finished, needle: &str) {
+    assert!(
+        f.stdout.contains(needle),
+        "console lacks {needle:?}\nconsole:\n{}\nstderr:\n{}",
+        f.stdout,
+        f.stderr
+    );
+}
+
+/// Host side of a host-initiated vsock stream: CONNECT to the guest's echo server, send a
+/// message, half-close, read the echo. Retries until the guest listens.
+fn host_initiated_echo(sock: PathBuf, message: &'static str) -> Result<String, String> {
+    let deadline = Instant::now() + VM_TIMEOUT;
+    let mut last = String::from("never tried");
+    while Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(200));
+        let mut s = match UnixStream::connect(&sock) {
+            Ok(s) => s,
+            Err(e) => {
+                last = format!("connect {}: {e}", sock.display());
+                continue;
+            }
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+        if let Err(e) = s.write_all(format!("CONNECT {GUEST_ECHO_PORT}\n").as_bytes()) {
+            last = format!("write CONNECT: {e}");
+            continue;
+        }
+        let mut reader = BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
+        let mut answer = String::new();
+        match reader.read_line(&mut answer) {
+            Ok(n) if n > 0 && answer.starts_with("OK ") => {}
+            Ok(_) => {
+                last = format!("answer to CONNECT: {answer:?}");
+                continue;
+            }
+            Err(e) => {
+                last = format!("reading the answer to CONNECT: {e}");
+                continue;
+            }
+        }
+        s.write_all(message.as_bytes()).map_err(|e| e.to_string())?;
+        s.shutdown(std::net::Shutdown::Write)
+            .map_err(|e| e.to_string())?;
+        let mut echo = String::new();
+        reader
+            .read_to_string(&mut echo)
+            .map_err(|e| format!("reading the echo: {e}"))?;
+        return Ok(echo);
+    }
+    Err(last)
+}
+
+#[test]
+#[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
+fn guest_uses_console_disks_vsock_and_reboots() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ro = dir.path().join("ro.img");
+    let mut content = b"berth-ro-disk-content-7f3a\n".to_vec();
+    content.resize(1 << 20, 0);
+    std::fs::write(&ro, &content).unwrap();
+    let rw = dir.path().join("rw.img");
+    std::fs::write(&rw, vec![0u8; 1 << 20]).unwrap();
+    let sock = dir.path().join("v.sock");
+    let listen_path = PathBuf::from(format!("{}_{HOST_LISTEN_PORT}", sock.display()));
+    let listener = UnixListener::bind(&listen_path).expect("bind the host vsock listener");
+
+    // Guest-initiated stream: the guest sends, the host answers.
+    let guest_initiated = thread::spawn(move || -> Result<String, String> {
+        let (mut s, _) = listener.accept().map_err(|e| e.to_string())?;
+        let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
+        let mut got = String::new();
+        s.read_to_string(&mut got).map_err(|e| e.to_string())?;
+        s.write_all(b"hello-from-host").map_err(|e| e.to_string())?;
+        Ok(got)
+    });
+    let sock2 = sock.clone();
+    let host_initiated = thread::spawn(move || host_initiated_echo(sock2, "ping-from-host"));
+
+    let f = run_vm(
+        &[
+            "--memory",
+            "128M",
+            "--cpus",
+            "1",
+            "--disk",
+            &format!("ro:{}", ro.display()),
+            "--disk",
+            &format!("rw:{}", rw.display()),
+            "--vsock",
+            sock.to_str().unwrap(),
+            "--cmdline",
+            "berth.test=full",
+        ],
+        |_, _| {},
+    );
+    assert_eq!(
+        f.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        f.stdout,
+        f.stderr
+    );
+    assert_line(&f, "berth-test: init started (mode full)");
+    assert_line(&f, "berth-test: ro=berth-ro-disk-content-7f3a");
+    assert_line(&f, "berth-test: ro-write=refused");
+    assert_line(&f, "berth-test: rw=done");
+    assert_line(&f, "berth-test: rng=virtio_rng");
+    assert_line(&f, "berth-test: guest-send reply=hello-from-host");
+    assert_line(&f, "berth-test: echo-server exit=0");
+    assert_line(&f, "berth-test: done");
+
+    let written = std::fs::read(&rw).unwrap();
+    assert!(
+        written.starts_with(b"berth-rw-written-by-guest\n"),
+        "rw disk starts with {:?}",
+        String::from_utf8_lossy(&written[..40])
+    );
+    assert_eq!(std::fs::read(&ro).unwrap(), content, "ro disk unchanged");
+    assert_eq!(
+        guest_initiated.join().unwrap().as_deref(),
+        Ok("hello-from-guest")
+    );
+    assert_eq!(
+        host_initiated.join().unwrap().as_deref(),
+        Ok("ping-from-host")
+    );
+    assert!(!sock.exists(), "the VMM left its vsock socket behind");
+}
+
+#[test]
+#[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
+fn panicking_guest_makes_the_vmm_fail_with_the_panic_visible() {
+    let f = run_vm(
+        &["--memory", "96M", "--cmdline", "berth.test=panic"],
+        |_, _| {},
+    );
+    assert_eq!(
+        f.code,
+        Some(1),
+        "stdout:\n{}\nstderr:\n{}",
+        f.stdout,
+        f.stderr
+    );
+    assert!(
+        f.stderr.contains("the guest kernel panicked"),
+        "{}",
+        f.stderr
+    );
+    assert!(
+        f.stderr.contains("Kernel panic - not syncing"),
+        "the last console lines are shown: {}",
+        f.stderr
+    );
+}
+
+#[test]
+#[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
+fn two_vcpus_are_two_cpus_in_the_guest() {
+    let f = run_vm(
+        &[
+            "--memory",
+            "128M",
+            "--cpus",
+            "2",
+            "--cmdline",
+            "berth.test=cpus",
+        ],
+        |_, _| {},
+    );
+    assert_eq!(
+        f.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        f.stdout,
+        f.stderr
+    );
+    assert_line(&f, "berth-test: cpus=2");
+}
+
+#[test]
+#[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
+fn sigterm_stops_the_vm_and_cleans_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("v.sock");
+    let mut signalled = false;
+    let f = run_vm(
+        &[
+            "--memory",
+            "96M",
+            "--vsock",
+            sock.to_str().unwrap(),
+            "--cmdline",
+            "berth.test=sleep",
+        ],
+        |line, pid| {
+            if line.contains("berth-test: init started") && !signalled {
+                signalled = true;
+                // SAFETY: kill(2) on the pid of our own child process.
+                let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+                assert_eq!(rc, 0, "kill -TERM {pid}");
+            }
+        },
+    );
+    assert!(
+        signalled,
+        "the guest never started init:\n{}\n{}",
+        f.stdout, f.stderr
+    );
+    assert_eq!(
+        f.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        f.stdout,
+        f.stderr
+    );
+    assert!(!sock.exists(), "the VMM left its vsock socket behind");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing left in the VM's folder"
+    );
+}
+
+#[test]
+#[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
+fn bad_host_input_is_refused_before_the_vm_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kernel = required_path("BERTH_KERNEL");
+    let run = |args: &[&str]| {
+        let out = Command::new(berth_bin())
+            .args(["vm", "run"])
+            .args(args)
+            .output()
+            .expect("run berth");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let k = kernel.to_str().unwrap();
+    let missing = dir.path().join("missing");
+    let (code, err) = run(&["--kernel", missing.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("cannot read kernel"), "{err}");
+
+    let (code, err) = run(&["--kernel", k, "--memory", "8M"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("too small"), "{err}");
+
+    let (code, err) = run(&["--kernel", k, "--memory", "100000G"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("more than this host has"), "{err}");
+
+    let disk = dir.path().join("nope.img");
+    let (code, err) = run(&["--kernel", k, "--disk", &format!("ro:{}", disk.display())]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("cannot open disk"), "{err}");
+
+    let taken = dir.path().join("taken.sock");
+    std::fs::write(&taken, b"").unwrap();
+    let (code, err) = run(&["--kernel", k, "--vsock", taken.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("already exists"), "{err}");
+
+    let not_elf = dir.path().join("bzImage");
+    std::fs::write(&not_elf, vec![0x4du8; 4096]).unwrap();
+    let (code, err) = run(&["--kernel", not_elf.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not an ELF"), "{err}");
+}
