@@ -27,14 +27,17 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 section "guest artefacts"
-for s in build-initramfs build-test-initramfs; do
-  if [ -x "$here/$s.sh" ]; then
-    path=$("$here/$s.sh")
-    var=$(echo "BERTH_${s#build-}" | tr 'a-z-' 'A-Z_')
-    export "$var=$path"
-    echo "$var=$path"
-  fi
+# Each script prints the path of what it built; the tests find it in the variable.
+for pair in build-initramfs:BERTH_INITRAMFS build-test-initramfs:BERTH_TEST_INITRAMFS \
+  build-default-image:BERTH_DEFAULT_IMAGE; do
+  s=${pair%%:*}
+  var=${pair#*:}
+  path=$("$here/$s.sh")
+  export "$var=$path"
+  echo "$var=$path"
 done
+cargo build --locked -p berth
+export BERTH_BIN="$root/target/debug/berth"
 
 section "services"
 cleanup_services=()

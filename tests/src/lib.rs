@@ -22,3 +22,12 @@ pub fn required_path(var: &str) -> PathBuf {
         _ => panic!("{var} is not set: run this test through scripts/test.sh, which builds it and sets {var}"),
     }
 }
+
+/// The `berth` binary that `scripts/test.sh` built (`BERTH_BIN`), else the workspace's
+/// debug build.
+pub fn berth_bin() -> PathBuf {
+    std::env::var_os("BERTH_BIN")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/debug/berth"))
+}

@@ -71,7 +71,7 @@ impl VmFiles {
     }
 }
 
-/// The guest kernel and the agent's initramfs: `BERTH_KERNEL` and `BERTH_INITRD`, else
+/// The guest kernel and the agent's initramfs: `BERTH_KERNEL` and `BERTH_INITRAMFS`, else
 /// `kernel/vmlinux` and `kernel/initramfs.cpio.gz` under the state root.
 pub fn guest_boot_files(root: &Path) -> Result<(PathBuf, PathBuf)> {
     let pick = |var: &str, default: PathBuf| {

@@ -1,0 +1,372 @@
+//! berth end to end: the real CLI, VMM, guest kernel and agent, one micro-VM per container.
+//! Run by scripts/test.sh through scripts/with-kvm.sh, with BERTH_KERNEL, BERTH_INITRAMFS
+//! and BERTH_DEFAULT_IMAGE (the offline busybox image archive) set.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use berth_tests::{berth_bin, required_path};
+
+const IMAGE: &str = "berth.local/busybox:latest";
+
+/// One state root for the whole binary, with the default image loaded once.
+fn root() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let root = std::env::temp_dir().join(format!("berth-e2e-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        let archive = required_path("BERTH_DEFAULT_IMAGE");
+        let out = cmd(&root)
+            .args(["load", "-i"])
+            .arg(&archive)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "berth load: {}", text(&out.stderr));
+        root
+    })
+}
+
+fn cmd(root: &Path) -> Command {
+    let mut c = Command::new(berth_bin());
+    c.env("BERTH_ROOT", root)
+        .env("BERTH_KERNEL", required_path("BERTH_KERNEL"))
+        .env("BERTH_INITRAMFS", required_path("BERTH_INITRAMFS"))
+        .stdin(Stdio::null());
+    c
+}
+
+fn berth(args: &[&str]) -> Output {
+    cmd(root()).args(args).output().expect("run berth")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[track_caller]
+fn ok(args: &[&str]) -> String {
+    let out = berth(args);
+    assert!(
+        out.status.success(),
+        "berth {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn container_dirs() -> usize {
+    std::fs::read_dir(root().join("containers"))
+        .map(|d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .map(|e| e.file_name().len() == 64)
+                    .unwrap_or(false)
+            })
+            .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+#[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
+fn exit_codes_pass_through() {
+    let out = berth(&["run", "--rm", IMAGE, "echo", "hello from a micro-VM"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hello from a micro-VM\n");
+    assert_eq!(
+        berth(&["run", "--rm", IMAGE, "false"]).status.code(),
+        Some(1)
+    );
+    let out = berth(&["run", "--rm", IMAGE, "/no/such/program"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+    let out = berth(&["run", "--rm", IMAGE, "sh", "-c", "kill -9 $$"]);
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
+    let out = berth(&[
+        "run",
+        "--rm",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(text(&out.stdout), "out\n");
+    assert_eq!(text(&out.stderr), "err\n", "stderr stays apart");
+}
+
+#[test]
+#[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
+fn stdin_is_piped_through() {
+    let mut child = cmd(root())
+        .args(["run", "--rm", "-i", IMAGE, "sh", "-c", "wc -c; cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&vec![b'x'; 100_000])
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "100000", "all of stdin, then EOF");
+}
+
+#[test]
+#[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
+fn env_workdir_and_user_are_applied() {
+    let out = ok(&[
+        "run",
+        "--rm",
+        "-e",
+        "GREETING=ahoy",
+        "-w",
+        "/tmp",
+        "-u",
+        "1000:1000",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo $GREETING; pwd; id -u; id -g",
+    ]);
+    assert_eq!(out, "ahoy\n/tmp\n1000\n1000\n");
+    let out = ok(&["run", "--rm", "--hostname", "harbour", IMAGE, "hostname"]);
+    assert_eq!(out, "harbour\n");
+}
+
+#[test]
+#[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
+fn detached_run_logs_exec_stop_and_rm() {
+    let id = ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ticker",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo started; trap 'echo bye; exit 0' TERM; while true; do sleep 0.2; done",
+    ]);
+    let id = id.trim().to_string();
+    assert_eq!(id.len(), 64, "a full ID: {id}");
+    assert!(ok(&["ps"]).contains("ticker"));
+    assert!(ok(&["ps", "-q"]).contains(&id[..12]));
+
+    let out = ok(&[
+        "exec",
+        "ticker",
+        "sh",
+        "-c",
+        "echo exec-ok; cat /proc/1/cmdline | tr '\\0' ' '",
+    ]);
+    assert!(out.starts_with("exec-ok\nsh -c"), "{out}");
+    let started = Instant::now();
+    loop {
+        if ok(&["logs", "ticker"]).contains("started") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no logs");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ok(&["stop", "-t", "20", &id[..12]]);
+    assert!(!ok(&["ps"]).contains("ticker"));
+    let all = ok(&["ps", "-a"]);
+    assert!(
+        all.contains("ticker") && all.contains("Exited (0)"),
+        "{all}"
+    );
+    let logs = ok(&["logs", "ticker"]);
+    assert_eq!(logs, "started\nbye\n");
+    assert_eq!(ok(&["wait", "ticker"]).trim(), "0");
+    ok(&["rm", "ticker"]);
+    assert!(!ok(&["ps", "-a"]).contains("ticker"));
+}
+
+#[test]
+#[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
+fn memory_limit_kills_a_hog_with_137() {
+    let out = berth(&[
+        "run",
+        "--rm",
+        "--memory",
+        "32m",
+        IMAGE,
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/dev/null bs=128M count=1",
+    ]);
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
+}
+
+#[test]
+#[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
+fn cpus_become_online_cpus() {
+    assert_eq!(
+        ok(&["run", "--rm", "--cpus", "2", IMAGE, "nproc"]).trim(),
+        "2"
+    );
+    assert_eq!(ok(&["run", "--rm", IMAGE, "nproc"]).trim(), "1");
+}
+
+#[test]
+#[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
+fn two_containers_get_two_vms() {
+    let a = ok(&["run", "-d", IMAGE, "sleep", "600"]).trim().to_string();
+    let b = ok(&["run", "-d", IMAGE, "sleep", "600"]).trim().to_string();
+    let boot_a = ok(&["exec", &a, "cat", "/proc/sys/kernel/random/boot_id"]);
+    let boot_b = ok(&["exec", &b, "cat", "/proc/sys/kernel/random/boot_id"]);
+    assert_eq!(boot_a.trim().len(), 36);
+    assert_ne!(boot_a, boot_b, "each container runs its own kernel");
+    ok(&["rm", "-f", &a, &b]);
+}
+
+#[test]
+#[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
+fn rm_flag_leaves_nothing_behind() {
+    let before = container_dirs();
+    ok(&["run", "--rm", "--name", "ephemeral", IMAGE, "true"]);
+    assert_eq!(container_dirs(), before, "no container folder left");
+    assert!(!ok(&["ps", "-a"]).contains("ephemeral"));
+    let vmms = Command::new("pgrep")
+        .args(["-f", "vm run --kernel"])
+        .output()
+        .unwrap();
+    let pids = text(&vmms.stdout);
+    // Other tests' detached containers may run; none may belong to this root's removed one.
+    for pid in pids.lines() {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert!(!text(&cmdline).contains("ephemeral"));
+    }
+}
+
+#[test]
+#[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
+fn commit_makes_an_image_with_the_change() {
+    let id = ok(&[
+        "run",
+        "-d",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo committed > /marker; rm /bin/vi; sleep 600",
+    ]);
+    let id = id.trim();
+    let started = Instant::now();
+    while berth(&["exec", id, "test", "-f", "/marker"]).status.code() != Some(0) {
+        assert!(started.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ok(&["commit", id, "berth.local/committed:v1"]);
+    ok(&["rm", "-f", id]);
+    let out = ok(&[
+        "run",
+        "--rm",
+        "berth.local/committed:v1",
+        "sh",
+        "-c",
+        "cat /marker; test -e /bin/vi && echo vi-present || echo vi-gone",
+    ]);
+    assert_eq!(out, "committed\nvi-gone\n");
+}
+
+#[test]
+#[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
+fn cp_copies_both_ways() {
+    let id = ok(&["run", "-d", IMAGE, "sleep", "600"]);
+    let id = id.trim();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("in.txt");
+    std::fs::write(&src, "from the host\n").unwrap();
+    ok(&["cp", src.to_str().unwrap(), &format!("{id}:/tmp/in.txt")]);
+    assert_eq!(ok(&["exec", id, "cat", "/tmp/in.txt"]), "from the host\n");
+    ok(&["exec", id, "sh", "-c", "echo from the guest > /tmp/out.txt"]);
+    let dst = dir.path().join("out.txt");
+    ok(&["cp", &format!("{id}:/tmp/out.txt"), dst.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&dst).unwrap(), "from the guest\n");
+    ok(&["rm", "-f", id]);
+}
+
+#[test]
+#[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
+fn a_crashed_vm_is_reported_and_shown_exited() {
+    let id = ok(&["run", "-d", "--name", "doomed", IMAGE, "sleep", "600"]);
+    let id = id.trim();
+    let inspect: serde_json::Value = serde_json::from_str(&ok(&["inspect", id])).unwrap();
+    let pid = inspect[0]["State"]["VmmPid"]
+        .as_u64()
+        .expect("a live VMM pid");
+    // The micro-VM dies under the container.
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let ps = ok(&["ps", "-a"]);
+        let line = ps
+            .lines()
+            .find(|l| l.contains("doomed"))
+            .unwrap()
+            .to_string();
+        if line.contains("Exited") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{line}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!ok(&["ps"]).contains("doomed"), "never shown running");
+    let out = berth(&["exec", id, "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("is not running"),
+        "{}",
+        text(&out.stderr)
+    );
+    ok(&["rm", id]);
+
+    // In the foreground, berth exits with a clear error when its VM dies mid-run.
+    let child = cmd(root())
+        .args(["run", "--name", "doomed2", IMAGE, "sleep", "600"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let pid = loop {
+        if let Ok(out) = cmd(root()).args(["inspect", "doomed2"]).output() {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+                if let Some(p) = v[0]["State"]["VmmPid"].as_u64() {
+                    // Wait until the container really runs.
+                    if berth(&["exec", "doomed2", "true"]).status.success() {
+                        break p;
+                    }
+                }
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(90));
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("stopped unexpectedly"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(ok(&["ps", "-a"])
+        .lines()
+        .any(|l| l.contains("doomed2") && l.contains("Exited")));
+    ok(&["rm", "doomed2"]);
+}
