@@ -26,7 +26,11 @@ fn output_and_status_come_back_unchanged() {
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(7), "stdout: {stdout}\nstderr: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
     let cwd = std::env::current_dir().unwrap();
     assert_eq!(
         stdout,
@@ -34,7 +38,10 @@ fn output_and_status_come_back_unchanged() {
         "stderr: {stderr}"
     );
     assert!(stderr.contains("err-line"), "stderr: {stderr}");
-    assert!(!stdout.contains("err-line"), "stderr stays apart from stdout");
+    assert!(
+        !stdout.contains("err-line"),
+        "stderr stays apart from stdout"
+    );
 }
 
 #[test]

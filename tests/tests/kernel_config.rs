@@ -68,6 +68,10 @@ fn checker_lists_options_the_config_lacks() {
 
     std::fs::write(&config, "CONFIG_A=y\nCONFIG_B=y\nCONFIG_N=64\n").unwrap();
     let out = check(&fragment, &config);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

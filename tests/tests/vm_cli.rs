@@ -370,3 +370,43 @@ fn a_crashed_vm_is_reported_and_shown_exited() {
         .any(|l| l.contains("doomed2") && l.contains("Exited")));
     ok(&["rm", "doomed2"]);
 }
+
+#[test]
+#[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
+fn cgroup_limits_are_in_the_guest() {
+    // cpu.max from --cpus, with a 100 ms period.
+    let out = ok(&[
+        "run",
+        "--rm",
+        "--cpus",
+        "0.5",
+        IMAGE,
+        "cat",
+        "/sys/fs/cgroup/cpu.max",
+    ]);
+    assert_eq!(out.trim(), "50000 100000");
+    // pids.max stops a fork bomb: the shell cannot start its 60 background sleeps.
+    let out = ok(&[
+        "run",
+        "--rm",
+        "--pids-limit",
+        "20",
+        IMAGE,
+        "cat",
+        "/sys/fs/cgroup/pids.max",
+    ]);
+    assert_eq!(out.trim(), "20");
+    let out = berth(&[
+        "run",
+        "--rm",
+        "--pids-limit",
+        "20",
+        IMAGE,
+        "sh",
+        "-c",
+        "for i in $(seq 60); do sleep 30 & done; echo all-started",
+    ]);
+    assert_ne!(out.status.code(), Some(0), "the fork bomb was stopped");
+    assert!(!text(&out.stdout).contains("all-started"));
+    assert!(text(&out.stderr).contains("fork"), "{}", text(&out.stderr));
+}

@@ -28,7 +28,7 @@ pub struct RunArgs {
     /// Initial ramdisk (cpio, gzip or zstd).
     #[arg(long)]
     initrd: Option<PathBuf>,
-    /// Extra kernel command line (appended to "console=ttyS0 reboot=k panic=-1 quiet").
+    /// Extra kernel command line, after berth's defaults ("console=ttyS0 reboot=k panic=-1 quiet ...").
     #[arg(long)]
     cmdline: Option<String>,
     /// Guest memory, e.g. 256M or 1G.
@@ -113,7 +113,9 @@ fn config_from(args: RunArgs) -> anyhow::Result<VmConfig> {
     if let Some(socket) = args.vsock {
         config.vsock = Some(VsockConfig {
             socket,
-            guest_cid: args.vsock_cid.unwrap_or(berth_vmm::config::DEFAULT_GUEST_CID),
+            guest_cid: args
+                .vsock_cid
+                .unwrap_or(berth_vmm::config::DEFAULT_GUEST_CID),
         });
     }
     if let Some(path) = args.console {

@@ -108,6 +108,9 @@ pub struct RunSpec {
     pub cpus: f64,
     /// Memory limit of the container and size of the micro-VM, in MiB.
     pub memory_mib: u64,
+    /// `pids.max` of the container, when limited.
+    #[serde(default)]
+    pub pids_limit: Option<i64>,
     /// Remove the container when it exits.
     pub auto_remove: bool,
 }

@@ -165,6 +165,7 @@ fn build_spec(args: &CreateArgs, img: &PreparedImage) -> Result<RunSpec> {
         interactive: args.interactive,
         cpus: args.cpus,
         memory_mib,
+        pids_limit: args.pids_limit.filter(|&n| n > 0),
         auto_remove: args.rm,
     })
 }
@@ -185,7 +186,7 @@ fn create_request(record: &ContainerRecord, layer_count: usize) -> Result<Create
         tty: spec.tty,
         memory_bytes: (spec.memory_mib > 0).then_some((spec.memory_mib << 20) as i64),
         cpus: Some(spec.cpus),
-        pids_limit: None,
+        pids_limit: spec.pids_limit,
     });
     let disk = |i: usize| -> Result<String> {
         if i >= 26 {

@@ -47,6 +47,9 @@ pub struct CreateArgs {
     /// Memory limit (for example 512m or 1g); the micro-VM is sized to fit it
     #[arg(short = 'm', long)]
     pub memory: Option<String>,
+    /// Tune the container's pids limit (pids.max); -1 for unlimited
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
     /// Keep STDIN open
     #[arg(short = 'i', long)]
     pub interactive: bool,
