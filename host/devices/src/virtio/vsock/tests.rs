@@ -1051,3 +1051,133 @@ fn a_guest_that_never_answers_a_host_request_times_out() {
         (OP_RST, req.src_port, 11)
     );
 }
+
+/// The guest side of one stream in the echo test, with Linux-like credit handling.
+struct EchoStream {
+    port: u32,
+    data: Vec<u8>,
+    sent: usize,
+    /// The device's buf_alloc/fwd_cnt as last seen.
+    dev_buf_alloc: u32,
+    dev_fwd_cnt: u32,
+    received: Vec<u8>,
+    /// What the guest last told the device about its own consumption.
+    reported_fwd: u32,
+    shut_sent: bool,
+    host_shut: u32,
+}
+
+const ECHO_GUEST_BUF: u32 = 64 * 1024;
+
+#[test]
+fn eight_echo_streams_with_tight_credit_in_both_directions() {
+    const STREAMS: u32 = 8;
+    const BYTES: usize = 512 * 1024;
+    let mut g = Guest::new();
+    let listener = UnixListener::bind(g.port_path(5100)).unwrap();
+    let echo_server = std::thread::spawn(move || {
+        let mut workers = Vec::new();
+        for _ in 0..STREAMS {
+            let (mut s, _) = listener.accept().unwrap();
+            workers.push(std::thread::spawn(move || {
+                let mut r = s.try_clone().unwrap();
+                let n = io::copy(&mut r, &mut s).unwrap();
+                drop(s);
+                n
+            }));
+        }
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap())
+            .collect::<Vec<u64>>()
+    });
+
+    let mut streams: Vec<EchoStream> = (0..STREAMS)
+        .map(|i| EchoStream {
+            port: 60000 + i,
+            data: (0..BYTES).map(|j| (j as u32 * 7 + i) as u8).collect(),
+            sent: 0,
+            dev_buf_alloc: 0,
+            dev_fwd_cnt: 0,
+            received: Vec::new(),
+            reported_fwd: 0,
+            shut_sent: false,
+            host_shut: 0,
+        })
+        .collect();
+    let guest_hdr = |op: u16, st: &EchoStream| Header {
+        buf_alloc: ECHO_GUEST_BUF,
+        fwd_cnt: st.received.len() as u32,
+        ..hdr(op, st.port, 5100)
+    };
+    for st in &mut streams {
+        g.send(guest_hdr(OP_REQUEST, st), &[]);
+        let (h, _) = g.recv();
+        assert_eq!((h.op, h.dst_port), (OP_RESPONSE, st.port));
+        st.dev_buf_alloc = h.buf_alloc;
+        st.dev_fwd_cnt = h.fwd_cnt;
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while streams.iter().any(|s| s.host_shut & SHUTDOWN_SEND == 0) {
+        assert!(Instant::now() < deadline, "echo streams stalled");
+        // Send a packet on every stream that has credit.
+        for st in &mut streams {
+            let in_flight = (st.sent as u32).wrapping_sub(st.dev_fwd_cnt);
+            let credit = st.dev_buf_alloc.saturating_sub(in_flight) as usize;
+            let n = credit.min(16 * 1024).min(BYTES - st.sent);
+            if n > 0 {
+                let h = guest_hdr(OP_RW, st);
+                st.reported_fwd = h.fwd_cnt;
+                let chunk = st.data[st.sent..st.sent + n].to_vec();
+                g.send(h, &chunk);
+                st.sent += n;
+            } else if st.sent == BYTES && !st.shut_sent {
+                let mut h = guest_hdr(OP_SHUTDOWN, st);
+                h.flags = SHUTDOWN_SEND;
+                st.reported_fwd = h.fwd_cnt;
+                g.send(h, &[]);
+                st.shut_sent = true;
+            }
+        }
+        // Take what the device has for us.
+        while let Some((h, data)) = g.recv_within(Duration::from_millis(2)) {
+            let st = streams
+                .iter_mut()
+                .find(|s| s.port == h.dst_port)
+                .expect("packet for an unknown stream");
+            st.dev_buf_alloc = h.buf_alloc;
+            st.dev_fwd_cnt = h.fwd_cnt;
+            match h.op {
+                OP_RW => {
+                    st.received.extend_from_slice(&data);
+                    let unread = st.received.len() as u32 - st.reported_fwd;
+                    assert!(unread <= ECHO_GUEST_BUF, "the device overran guest credit");
+                }
+                OP_CREDIT_UPDATE => {}
+                OP_CREDIT_REQUEST => st.reported_fwd = u32::MAX,
+                OP_SHUTDOWN => st.host_shut |= h.flags,
+                op => panic!("unexpected op {op} on stream {}", st.port),
+            }
+            // Like Linux: tell the device once less than half the buffer looks free.
+            let unreported = (st.received.len() as u32).wrapping_sub(st.reported_fwd);
+            if unreported >= ECHO_GUEST_BUF / 2 || st.reported_fwd == u32::MAX {
+                let h = guest_hdr(OP_CREDIT_UPDATE, st);
+                st.reported_fwd = h.fwd_cnt;
+                g.send(h, &[]);
+            }
+        }
+    }
+    for st in &streams {
+        assert_eq!(st.received.len(), BYTES, "stream {}", st.port);
+        assert!(
+            st.received == st.data,
+            "stream {} echoed wrong bytes",
+            st.port
+        );
+    }
+    assert_eq!(
+        echo_server.join().unwrap(),
+        vec![BYTES as u64; STREAMS as usize]
+    );
+}
