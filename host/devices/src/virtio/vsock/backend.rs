@@ -220,7 +220,7 @@ impl Backend {
             let head = chain.head_index();
             match Reader::new(&self.mem, chain) {
                 Ok(mut reader) => self.mux.handle_guest_packet(&mut reader, &mut self.scratch),
-                Err(e) => tracing::warn!("vsock: dropping a tx chain the guest malformed: {e}"),
+                Err(e) => tracing::debug!("vsock: dropping a tx chain the guest malformed: {e}"),
             }
             if let Err(e) = self.txq.add_used(&self.mem, head, 0) {
                 tracing::warn!("vsock: cannot return tx chain {head}: {e}");
@@ -245,13 +245,13 @@ impl Backend {
             let mut writer = match Writer::new(&self.mem, chain) {
                 Ok(w) if w.available_bytes() >= HDR_SIZE => w,
                 Ok(_) => {
-                    tracing::warn!("vsock: rx chain {head} is too small for a header; dropped");
+                    tracing::debug!("vsock: rx chain {head} is too small for a header; dropped");
                     let _ = self.rxq.add_used(&self.mem, head, 0);
                     used = true;
                     continue;
                 }
                 Err(e) => {
-                    tracing::warn!("vsock: dropping an rx chain the guest malformed: {e}");
+                    tracing::debug!("vsock: dropping an rx chain the guest malformed: {e}");
                     let _ = self.rxq.add_used(&self.mem, head, 0);
                     used = true;
                     continue;
@@ -268,7 +268,7 @@ impl Backend {
             let used_len = match written {
                 Ok(()) => (HDR_SIZE + len) as u32,
                 Err(e) => {
-                    tracing::warn!("vsock: cannot write an rx packet to guest memory: {e}");
+                    tracing::debug!("vsock: cannot write an rx packet to guest memory: {e}");
                     0
                 }
             };
@@ -720,7 +720,7 @@ impl Muxer {
 
     fn push_ctrl(&mut self, hdr: Header) {
         if self.ctrl.len() >= CTRL_QUEUE_HARD_CAP {
-            tracing::warn!("vsock: the guest reads no packets; dropping a control packet");
+            tracing::debug!("vsock: the guest reads no packets; dropping a control packet");
             return;
         }
         self.ctrl.push_back(hdr);
@@ -856,12 +856,12 @@ impl Muxer {
     fn handle_guest_packet(&mut self, reader: &mut Reader<'_>, scratch: &mut [u8]) {
         let mut raw = [0u8; HDR_SIZE];
         if reader.available_bytes() < HDR_SIZE || reader.read_exact(&mut raw).is_err() {
-            tracing::warn!("vsock: dropping a tx packet shorter than its header");
+            tracing::debug!("vsock: dropping a tx packet shorter than its header");
             return;
         }
         let hdr = Header::decode(&raw);
         if hdr.src_cid != self.guest_cid {
-            tracing::warn!(
+            tracing::debug!(
                 src_cid = hdr.src_cid,
                 "vsock: dropping a tx packet with a wrong source CID"
             );
@@ -879,7 +879,7 @@ impl Muxer {
         }
         let len = hdr.len as usize;
         if len > MAX_PKT_PAYLOAD || len > reader.available_bytes() {
-            tracing::warn!(
+            tracing::debug!(
                 len,
                 "vsock: tx packet length exceeds its buffer; stream reset"
             );
@@ -919,7 +919,7 @@ impl Muxer {
                 if conn.state == ConnState::Established && conn.guest_shut & SHUTDOWN_SEND == 0 =>
             {
                 if conn.tx_buf.len() + len > TX_BUF_SIZE as usize {
-                    tracing::warn!(
+                    tracing::debug!(
                         port = conn.local_port,
                         "vsock: the guest sent beyond its credit; stream reset"
                     );
@@ -960,7 +960,7 @@ impl Muxer {
     /// The guest connects to host port `hdr.dst_port`: connect to `<uds_path>_<port>`.
     fn guest_connect(&mut self, hdr: &Header) {
         if self.stream_count() >= MAX_CONNECTIONS {
-            tracing::warn!("vsock: too many streams; refusing a guest connection");
+            tracing::debug!("vsock: too many streams; refusing a guest connection");
             self.reply_rst(hdr);
             return;
         }

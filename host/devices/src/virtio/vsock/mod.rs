@@ -18,8 +18,17 @@
 //!
 //! The backend is one thread per activated device running a `mio` poll loop (epoll on
 //! Linux, kqueue on macOS) over the listener, every stream and a waker that
-//! [`VirtioDevice::queue_notify`] kicks. Reset stops the thread and closes every stream;
-//! dropping the device also removes the listener's socket file.
+//! [`VirtioDevice::queue_notify`] kicks. Reset stops the thread and closes every stream
+//! (the listener stays bound for the next activation); dropping the device also removes
+//! the listener's socket file.
+//!
+//! The guest is hostile: malformed packets are dropped or answered with RST, a guest that
+//! sends beyond its credit has the stream reset, and a queue the guest corrupted marks the
+//! device as needing a reset ([`VirtioInterrupt::set_needs_reset`]). Guest-triggered
+//! problems are logged at `debug` level so a guest cannot flood the VMM's log.
+//!
+//! Host sockets are written with `write(2)`: the process must ignore `SIGPIPE` (Rust
+//! binaries do by default) so that a vanished host peer is an `EPIPE`, answered with RST.
 
 mod backend;
 pub mod packet;
@@ -186,7 +195,7 @@ impl VirtioDevice for Vsock {
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
-        tracing::warn!(
+        tracing::debug!(
             offset,
             len = data.len(),
             "vsock: the guest wrote the read-only configuration space; ignored"
@@ -230,7 +239,7 @@ impl VirtioDevice for Vsock {
         match (index, &self.backend) {
             (0 | 1, Some(backend)) => backend.kick(),
             (0..=2, _) => {}
-            _ => tracing::warn!(index, "vsock: notification for a queue that does not exist"),
+            _ => tracing::debug!(index, "vsock: notification for a queue that does not exist"),
         }
     }
 
