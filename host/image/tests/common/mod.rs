@@ -274,6 +274,16 @@ impl Image {
 /// 3. (plain tar) a whiteout of `removed.txt`, an opaque `opq/` with a new `opq/c`,
 ///    and a changed `/etc/motd`.
 pub fn busybox_image() -> Image {
+    busybox_image_with(true)
+}
+
+/// The busybox image with every layer gzip'd (skopeo recompresses plain layers when it
+/// pushes, which would change the digests the registry tests compare).
+pub fn busybox_image_gz() -> Image {
+    busybox_image_with(false)
+}
+
+fn busybox_image_with(plain_top: bool) -> Image {
     let busybox = fs::read("/bin/busybox").expect("/bin/busybox (busybox-static) is needed");
     let mut t = Tar::new();
     t.dir("./", 0o755)
@@ -317,10 +327,12 @@ pub fn busybox_image() -> Image {
         .file("opq/.wh..wh..opq", 0o644, b"")
         .file("opq/c", 0o644, b"c\n")
         .file("etc/motd", 0o644, b"layer three\n");
-    let l3 = Layer::plain(
-        t.bytes(),
-        "/bin/sh -c rm removed.txt && rm -r opq && mkdir opq && echo c > opq/c",
-    );
+    let by = "/bin/sh -c rm removed.txt && rm -r opq && mkdir opq && echo c > opq/c";
+    let l3 = if plain_top {
+        Layer::plain(t.bytes(), by)
+    } else {
+        Layer::gz(t.bytes(), by)
+    };
     Image::new(vec![l1, l2, l3], host_arch())
 }
 
@@ -356,12 +368,18 @@ pub fn registry_env(name: &str) -> String {
     })
 }
 
-/// Pushes an OCI layout to a registry with skopeo (a real third-party client).
-pub fn skopeo_push(layout: &Path, tag: &str, dest: &str, creds: Option<&str>) {
+/// Pushes an OCI layout to a registry with skopeo (a real third-party client); returns the
+/// manifest digest the registry holds (skopeo may reuse differently compressed blobs it
+/// knows from its cache, which changes the manifest).
+pub fn skopeo_push(layout: &Path, tag: &str, dest: &str, creds: Option<&str>) -> String {
+    let digest_file = tempfile::NamedTempFile::new().unwrap();
     let mut cmd = Command::new("skopeo");
     cmd.arg("copy")
         .arg("--quiet")
-        .arg("--dest-tls-verify=false");
+        .arg("--preserve-digests")
+        .arg("--dest-tls-verify=false")
+        .arg("--digestfile")
+        .arg(digest_file.path());
     if let Some(c) = creds {
         cmd.arg("--dest-creds").arg(c);
     }
@@ -375,6 +393,10 @@ pub fn skopeo_push(layout: &Path, tag: &str, dest: &str, creds: Option<&str>) {
         "skopeo copy to {dest} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    fs::read_to_string(digest_file.path())
+        .unwrap()
+        .trim()
+        .to_string()
 }
 
 /// Lists every file under a directory (relative paths, sorted), to compare store states.
