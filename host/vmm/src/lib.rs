@@ -32,8 +32,11 @@ pub use error::{ConfigError, VmmError};
 /// Guest memory as the devices see it.
 pub type GuestMemory = berth_devices::GuestMemory;
 
-/// The kernel command line berth always passes (before device entries and the user's).
-pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet";
+/// The kernel command line berth always passes (before device entries and the user's):
+/// serial console, reboot through the i8042 reset line, reboot at once on panic, quiet
+/// boot, and no probing of a keyboard or mouse that does not exist.
+pub const DEFAULT_CMDLINE: &str =
+    "console=ttyS0 reboot=k panic=-1 quiet i8042.noaux i8042.nomux i8042.dumbkbd";
 
 /// Environment variable that hides x2apic from the guest when set to 1.
 pub const HIDE_X2APIC_ENV: &str = "BERTH_HIDE_X2APIC";
@@ -336,7 +339,7 @@ mod tests {
         let line = kernel_cmdline(&c, &["virtio_mmio.device=4K@0xd0000000:5".into()]);
         assert_eq!(
             line,
-            "console=ttyS0 reboot=k panic=-1 quiet virtio_mmio.device=4K@0xd0000000:5 init=/init -- arg"
+            format!("{DEFAULT_CMDLINE} virtio_mmio.device=4K@0xd0000000:5 init=/init -- arg")
         );
     }
 

@@ -354,7 +354,7 @@ impl BusDevice for MmioTransport {
             self.device.read_config(offset - reg::CONFIG, data);
             return;
         }
-        if data.len() != 4 || offset % 4 != 0 {
+        if data.len() != 4 || !offset.is_multiple_of(4) {
             tracing::warn!(
                 offset,
                 len = data.len(),
@@ -379,7 +379,7 @@ impl BusDevice for MmioTransport {
             );
             return;
         };
-        if offset % 4 != 0 {
+        if !offset.is_multiple_of(4) {
             tracing::warn!(offset, "virtio-mmio: unaligned register write");
             return;
         }
