@@ -37,4 +37,14 @@ berth_log "building the benchmark (release)"
 cargo build --quiet --release -p berth-runtime --example bench --manifest-path "$root/Cargo.toml"
 bench="$root/target/release/examples/bench"
 mkdir -p "$work/berth"
-"$bench" --rootfs "$rootfs" --bundle "$bundle" --work "$work/berth" --iterations "$n" --crun "$(command -v crun)"
+run=("$bench" --rootfs "$rootfs" --bundle "$bundle" --work "$work/berth" --iterations "$n" --crun "$(command -v crun)")
+# crun refuses a hybrid cgroup layout (v1 controllers plus a cgroup2 "unified" mount with
+# controllers). Where the host has one, run both runtimes in a private mount namespace
+# without that mount; neither runtime uses cgroups on this host then (berth applies cgroup
+# v2 limits only where /sys/fs/cgroup is cgroup2, as in the guest).
+if grep -q " /sys/fs/cgroup/unified " /proc/self/mountinfo && [ -n "$(cat /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null)" ]; then
+  berth_log "hybrid cgroups: running the benchmark without /sys/fs/cgroup/unified"
+  unshare -m --propagation private sh -c 'umount /sys/fs/cgroup/unified && exec "$@"' sh "${run[@]}"
+else
+  "${run[@]}"
+fi
