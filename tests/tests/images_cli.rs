@@ -1,0 +1,333 @@
+//! The image commands of the `berth` binary, end to end: pull, images, history, tag, push
+//! (with cross-repository mounts), inspect, login/logout and docker's config.json, save,
+//! rmi, load, prune, and the offline default image.
+
+#[path = "../../host/image/tests/common/mod.rs"]
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+
+fn berth_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("BERTH_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/debug/deps/<test> -> target/debug/berth
+    let exe = std::env::current_exe().unwrap();
+    let p = exe.parent().unwrap().parent().unwrap().join("berth");
+    assert!(
+        p.is_file(),
+        "{} is missing: build it with `cargo build -p berth` or set BERTH_BIN",
+        p.display()
+    );
+    p
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(berth_bin());
+        c.args(args)
+            .env("BERTH_ROOT", self.dir.path().join("store"))
+            .env("BERTH_CONFIG_DIR", self.dir.path().join("config"))
+            .env("DOCKER_CONFIG", self.dir.path().join("docker"))
+            .env_remove("BERTH_INSECURE_REGISTRIES");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "berth {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "berth {args:?} should fail");
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+}
+
+fn unique(name: &str) -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{name}-{}-{}", std::process::id(), n % 1_000_000_000)
+}
+
+fn publish(img: &Image, dest: &str, creds: Option<&str>) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    img.write_layout(dir.path(), "v1");
+    skopeo_push(dir.path(), "v1", dest, creds)
+}
+
+#[test]
+#[ignore = "needs a registry and root: run by scripts/test.sh"]
+fn pull_images_history_push_inspect_save_load_rmi() {
+    require_root();
+    let reg = registry_env("BERTH_TEST_REGISTRY");
+    let img = busybox_image_gz();
+    let repo = unique("cli/busybox");
+    let src = format!("{reg}/{repo}:v1");
+    let digest = publish(&img, &src, None);
+    let env = Env::new();
+
+    let out = env.ok(&["pull", &src]);
+    assert_eq!(out.matches("Pull complete").count(), 3, "{out}");
+    assert!(out.contains(&format!("Digest: {digest}")), "{out}");
+    assert!(out.contains("Status: Downloaded newer image"), "{out}");
+    assert_eq!(out.lines().last().unwrap(), src);
+    let out = env.ok(&["pull", &src]);
+    assert_eq!(out.matches("Already exists").count(), 3, "{out}");
+    assert!(out.contains("Image is up to date"), "{out}");
+
+    let out = env.ok(&["images"]);
+    let line = out
+        .lines()
+        .find(|l| l.contains(&repo))
+        .unwrap_or_else(|| panic!("{out}"));
+    let short_id = &img.config_digest()[7..19];
+    assert!(line.contains("v1") && line.contains(short_id), "{line}");
+    assert_eq!(env.ok(&["images", "-q"]).trim(), short_id);
+
+    let out = env.ok(&["history", &src]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("IMAGE") && lines[0].contains("CREATED BY"),
+        "{out}"
+    );
+    assert_eq!(lines.len(), 5, "{out}");
+    assert!(lines[1].starts_with(short_id), "{out}");
+    assert!(
+        lines[2..].iter().all(|l| l.starts_with("<missing>")),
+        "{out}"
+    );
+    assert!(
+        lines[3].contains("ENV PATH=/bin") && lines[3].contains("0B"),
+        "{out}"
+    );
+    assert!(lines[1].contains("ago"), "{out}");
+    assert!(lines[4].contains("ADD busybox"), "{out}");
+
+    // Push to a second repository: blobs are mounted from the first.
+    let dst = format!("{reg}/{}:v2", unique("cli/copy"));
+    env.ok(&["tag", &src, &dst]);
+    let out = env.ok(&["push", &dst]);
+    assert_eq!(
+        out.matches(&format!("Mounted from {repo}")).count(),
+        4,
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("v2: digest: {digest} size:")),
+        "{out}"
+    );
+
+    let doc: serde_json::Value =
+        serde_json::from_str(&env.ok(&["image", "inspect", &dst])).unwrap();
+    assert_eq!(doc[0]["Id"], img.config_digest());
+    assert_eq!(doc[0]["RootFS"]["Layers"].as_array().unwrap().len(), 3);
+    assert_eq!(doc[0]["GuestLayers"].as_array().unwrap().len(), 3);
+    assert!(doc[0]["RepoTags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t == &serde_json::json!(dst)));
+
+    // Save, remove everything, load back.
+    let archive = env.path("saved.tar");
+    env.ok(&["save", "-o", archive.to_str().unwrap(), &src, &dst]);
+    let out = env.ok(&["rmi", &src]);
+    assert!(out.contains("Untagged:"), "{out}");
+    assert!(!out.contains("Deleted:"), "still tagged as {dst}: {out}");
+    let out = env.ok(&["rmi", &dst]);
+    assert!(
+        out.contains(&format!("Deleted: {}", img.config_digest())),
+        "{out}"
+    );
+    assert!(env.ok(&["images", "-q"]).trim().is_empty());
+    assert!(
+        tree(&env.path("store/blobs")).is_empty(),
+        "rmi collected the blobs"
+    );
+    let err = env.fails(&["history", &src]);
+    assert!(err.contains("no such image"), "{err}");
+    let out = env.ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(out.contains(&format!("Loaded image: {src}")), "{out}");
+    assert!(out.contains(&format!("Loaded image: {dst}")), "{out}");
+    // stdin works too.
+    let mut child = env
+        .cmd(&["load"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&std::fs::read(&archive).unwrap())
+        .unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    let out = env.ok(&["history", &src]);
+    assert_eq!(out.lines().count(), 5, "{out}");
+    let out = env.ok(&["image", "prune"]);
+    assert!(out.contains("Total reclaimed space"), "{out}");
+}
+
+#[test]
+#[ignore = "needs a registry and root: run by scripts/test.sh"]
+fn login_logout_and_docker_config() {
+    require_root();
+    let auth_reg = registry_env("BERTH_TEST_AUTH_REGISTRY");
+    let user = registry_env("BERTH_TEST_AUTH_USER");
+    let password = registry_env("BERTH_TEST_AUTH_PASSWORD");
+    let img = busybox_image_gz();
+    let src = format!("{auth_reg}/{}:v1", unique("cli/private"));
+    publish(&img, &src, Some(&format!("{user}:{password}")));
+    let env = Env::new();
+
+    let err = env.fails(&["pull", "-q", &src]);
+    assert!(
+        err.contains("unauthorized") && err.contains("berth login"),
+        "{err}"
+    );
+
+    let login = |pw: &str| {
+        let mut child = env
+            .cmd(&["login", "-u", &user, "--password-stdin", &auth_reg])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{pw}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = login("wrong");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unauthorized"));
+    assert!(
+        !env.path("config/auth.json").exists(),
+        "nothing stored on failure"
+    );
+    let out = login(&password);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Login Succeeded"));
+    let mode = std::fs::metadata(env.path("config/auth.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    env.ok(&["pull", "-q", &src]);
+    env.ok(&["rmi", &src]);
+    let out = env.ok(&["logout", &auth_reg]);
+    assert!(out.contains("Removing login credentials"), "{out}");
+    env.fails(&["pull", "-q", &src]);
+
+    // Docker's config.json is read too.
+    use base64_like::encode;
+    std::fs::create_dir_all(env.path("docker")).unwrap();
+    std::fs::write(
+        env.path("docker/config.json"),
+        serde_json::to_vec(&serde_json::json!({"auths": {
+            format!("http://{auth_reg}"): {"auth": encode(format!("{user}:{password}").as_bytes())}
+        }}))
+        .unwrap(),
+    )
+    .unwrap();
+    env.ok(&["pull", "-q", &src]);
+}
+
+/// Minimal base64 for the test's docker config (standard alphabet, padded).
+mod base64_like {
+    pub fn encode(data: &[u8]) -> String {
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in data.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(A[(n >> (18 - 6 * i)) as usize & 63] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn encodes_like_base64() {
+        assert_eq!(encode(b"user:pw"), "dXNlcjpwdw==");
+        assert_eq!(encode(b"abc"), "YWJj");
+    }
+}
+
+fn default_image() -> PathBuf {
+    if let Some(p) = std::env::var_os("BERTH_DEFAULT_IMAGE") {
+        return PathBuf::from(p);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-default-image.sh");
+    let out = Command::new(script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+#[test]
+fn default_image_loads_offline() {
+    let archive = default_image();
+    let env = Env::new();
+    let out = env.ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(
+        out.contains("Loaded image: berth.local/busybox:latest"),
+        "{out}"
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&env.ok(&["image", "inspect", "berth.local/busybox"])).unwrap();
+    assert_eq!(doc[0]["Config"]["Cmd"], serde_json::json!(["/bin/sh"]));
+    assert_eq!(doc[0]["Os"], "linux");
+    let out = env.ok(&["history", "berth.local/busybox:latest"]);
+    assert!(out.contains("build-default-image.sh"), "{out}");
+}
