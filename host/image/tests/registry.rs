@@ -190,11 +190,8 @@ async fn pull_push_round_trip_with_history_and_mounts() {
     assert_eq!(layers.len(), 4);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs a registry and root: run by scripts/test.sh"]
-async fn platform_is_selected_from_an_index() {
-    require_root();
-    let reg = registry();
+/// An OCI layout (tag `multi`) whose index holds the host platform's image and another's.
+fn multi_platform_layout(dir: &Path) -> (Image, Image, Vec<u8>, &'static str) {
     let amd = busybox_image_gz();
     let arm = Image::new(
         busybox_image_gz().layers,
@@ -204,10 +201,9 @@ async fn platform_is_selected_from_an_index() {
             "amd64"
         },
     );
-    let dir = tempfile::tempdir().unwrap();
     // An OCI layout whose index.json is a multi-platform index.
-    amd.write_layout(dir.path(), "unused-a");
-    arm.write_layout(dir.path(), "unused-b");
+    amd.write_layout(dir, "unused-a");
+    arm.write_layout(dir, "unused-b");
     let other_arch = if host_arch() == "amd64" {
         "arm64"
     } else {
@@ -223,14 +219,13 @@ async fn platform_is_selected_from_an_index() {
     });
     let index_bytes = serde_json::to_vec(&index).unwrap();
     std::fs::write(
-        dir.path()
-            .join("blobs/sha256")
+        dir.join("blobs/sha256")
             .join(&sha(&index_bytes)["sha256:".len()..]),
         &index_bytes,
     )
     .unwrap();
     std::fs::write(
-        dir.path().join("index.json"),
+        dir.join("index.json"),
         serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [{
             "mediaType": "application/vnd.oci.image.index.v1+json",
             "digest": sha(&index_bytes), "size": index_bytes.len(),
@@ -238,17 +233,21 @@ async fn platform_is_selected_from_an_index() {
         .unwrap(),
     )
     .unwrap();
-    let repo = unique("test/multi");
+    (amd, arm, index_bytes, other_arch)
+}
+
+/// Pushes the multi-platform layout with skopeo (`format`: `oci` or `v2s2`).
+fn publish_multi(dir: &Path, dest: &str, format: &str) {
     let out = std::process::Command::new("skopeo")
-        .args([
-            "copy",
-            "--quiet",
-            "--all",
-            "--preserve-digests",
-            "--dest-tls-verify=false",
-        ])
-        .arg(format!("oci:{}:multi", dir.path().display()))
-        .arg(format!("docker://{reg}/{repo}:multi"))
+        .args(["copy", "--quiet", "--all", "--dest-tls-verify=false"])
+        .arg(format!("--format={format}"))
+        .args(if format == "oci" {
+            &["--preserve-digests"][..]
+        } else {
+            &[][..]
+        })
+        .arg(format!("oci:{}:multi", dir.display()))
+        .arg(format!("docker://{dest}"))
         .output()
         .unwrap();
     assert!(
@@ -256,6 +255,17 @@ async fn platform_is_selected_from_an_index() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a registry and root: run by scripts/test.sh"]
+async fn platform_is_selected_from_an_index() {
+    require_root();
+    let reg = registry();
+    let dir = tempfile::tempdir().unwrap();
+    let (amd, arm, index_bytes, other_arch) = multi_platform_layout(dir.path());
+    let repo = unique("test/multi");
+    publish_multi(dir.path(), &format!("{reg}/{repo}:multi"), "oci");
     let r = Reference::parse(&format!("{reg}/{repo}:multi")).unwrap();
     let work = tempfile::tempdir().unwrap();
     let store = Store::open(work.path()).unwrap();
@@ -506,4 +516,55 @@ async fn concurrent_pulls_of_one_image_are_safe() {
         .next()
         .is_none());
     assert_eq!(tree(&root.join("blobs")).len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a registry and root: run by scripts/test.sh"]
+async fn docker_schema2_manifest_lists_pull_push_and_prepare() {
+    require_root();
+    let reg = registry();
+    let dir = tempfile::tempdir().unwrap();
+    let (amd, _, _, _) = multi_platform_layout(dir.path());
+    let repo = unique("test/docker-list");
+    publish_multi(dir.path(), &format!("{reg}/{repo}:multi"), "v2s2");
+    let r = Reference::parse(&format!("{reg}/{repo}:multi")).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let store = Store::open(work.path().join("a")).unwrap();
+    let pulled = client().pull(&store, &r).await.unwrap();
+    assert_eq!(
+        pulled.image.manifest_media_type,
+        berth_image::manifest::DOCKER_MANIFEST
+    );
+    assert!(pulled
+        .image
+        .manifest
+        .layers
+        .iter()
+        .all(|l| l.media_type == berth_image::manifest::DOCKER_LAYER_GZIP));
+    let list = store.read_blob(&pulled.digest).unwrap();
+    assert!(String::from_utf8_lossy(&list).contains(berth_image::manifest::DOCKER_LIST));
+    assert_eq!(
+        pulled.image.id.as_str(),
+        amd.config_digest(),
+        "same config as the OCI original"
+    );
+    assert_eq!(store.guest_layers(&pulled.image).unwrap().len(), 3);
+
+    let dst = format!("{reg}/{}:v1", unique("test/docker-copy"));
+    store.tag(&r.to_string(), &dst).unwrap();
+    let report = client().push(&store, &dst, None).await.unwrap();
+    assert!(report
+        .blobs
+        .iter()
+        .all(|(_, o)| matches!(o, BlobPush::Mounted(_))));
+    let store_b = Store::open(work.path().join("b")).unwrap();
+    let back = client()
+        .pull(&store_b, &Reference::parse(&dst).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(back.image.manifest_digest, pulled.image.manifest_digest);
+    assert_eq!(
+        back.image.manifest_media_type,
+        berth_image::manifest::DOCKER_MANIFEST
+    );
 }
