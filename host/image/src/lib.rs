@@ -53,13 +53,34 @@ pub use reference::{Digest, Reference};
 pub use registry::{Client, ClientOptions, PullReport, PushReport};
 pub use store::{LocalImage, Store};
 
+/// The registry name of images that exist only locally (the offline default image).
+pub const LOCAL_REGISTRY: &str = "berth.local";
+
 /// Resolves `image` locally (a reference or an image-ID prefix); when it is missing and is
 /// a reference, pulls it. Returns the local image (config plus ordered layers).
+///
+/// `berth.local/...` images are never pulled: when one is missing and `BERTH_DEFAULT_IMAGE`
+/// names an archive (scripts/build-default-image.sh prints one), that archive is loaded.
 pub async fn ensure_pulled(store: &Store, client: &Client, image: &str) -> Result<LocalImage> {
     match store.resolve(image) {
         Ok(img) => Ok(img),
         Err(Error::ImageNotFound { .. }) => {
             let reference = Reference::parse(image)?;
+            if reference.registry == LOCAL_REGISTRY {
+                let archive = std::env::var_os("BERTH_DEFAULT_IMAGE")
+                    .map(std::path::PathBuf::from)
+                    .filter(|p| p.is_file())
+                    .ok_or_else(|| Error::ImageNotFound {
+                        reference: image.to_string(),
+                    })?;
+                archive::load(
+                    store,
+                    &archive,
+                    &client.options().platform,
+                    client.options().prepare_layers,
+                )?;
+                return store.resolve(image);
+            }
             Ok(client.pull(store, &reference).await?.image)
         }
         Err(e) => Err(e),

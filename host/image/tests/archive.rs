@@ -226,3 +226,31 @@ fn tags_rmi_prune_and_gc() {
     let left = store.resolve("berth.local/committed:v1").unwrap();
     assert_eq!(ops::history(&store, &left)[0].comment, "a change");
 }
+
+#[tokio::test]
+async fn berth_local_images_come_from_the_default_archive_never_a_registry() {
+    let img = busybox_image();
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    img.write_layout(&layout, "berth.local/busybox:latest");
+    let input = work.path().join("default.tar");
+    tar_dir(&layout, &input);
+    let store = Store::open(work.path().join("store")).unwrap();
+    let client = berth_image::Client::new(berth_image::ClientOptions {
+        progress: false,
+        prepare_layers: false,
+        ..Default::default()
+    })
+    .unwrap();
+    // Only this test sets the variable in this binary.
+    std::env::set_var("BERTH_DEFAULT_IMAGE", &input);
+    let image = berth_image::ensure_pulled(&store, &client, "berth.local/busybox")
+        .await
+        .unwrap();
+    assert_eq!(image.manifest_digest.as_str(), img.manifest_digest());
+    // A berth.local image the archive lacks is not found, and no registry is asked.
+    let err = berth_image::ensure_pulled(&store, &client, "berth.local/other:1")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::ImageNotFound { .. }), "{err}");
+}
