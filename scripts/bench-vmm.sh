@@ -8,8 +8,10 @@
 #                 the guest RAM mapping), sampled once init runs;
 # then stops the VM with SIGTERM. Prints medians and the berth/QEMU ratios.
 # Needs a /dev/kvm that boots Linux: run it as `scripts/with-kvm.sh -- scripts/bench-vmm.sh`
-# where the host has none. BERTH_KERNEL, BERTH_BIN and BERTH_TEST_INITRAMFS override the
-# defaults (the cached kernel, target/release/berth, the test initramfs).
+# where the host has none. berth runs as `berth-vmm` (the VMM binary without the rest of the
+# CLI, what berth starts once per VM) from a JSON VmConfig. BERTH_KERNEL, BERTH_VMM_BIN and
+# BERTH_TEST_INITRAMFS override the defaults (the cached kernel, target/release/berth-vmm,
+# the test initramfs).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -19,14 +21,14 @@ case "$runs" in ''|*[!0-9]*|0) echo "bench-vmm: RUNS must be a positive number" 
 [ -c /dev/kvm ] || { echo "bench-vmm: no /dev/kvm here: run it through scripts/with-kvm.sh" >&2; exit 1; }
 kernel=${BERTH_KERNEL:-$("$here/build-kernel.sh")/vmlinux}
 initrd=${BERTH_TEST_INITRAMFS:-$("$here/build-test-initramfs.sh")}
-berth=${BERTH_BIN:-$root/target/release/berth}
+berth=${BERTH_VMM_BIN:-$root/target/release/berth-vmm}
 if [ ! -x "$berth" ]; then
-  (cd "$root" && cargo build --release --quiet -p berth >&2)
+  (cd "$root" && cargo build --release --quiet -p berth-vmm >&2)
 fi
 command -v qemu-system-x86_64 >/dev/null || { echo "bench-vmm: qemu-system-x86_64 is missing (apt-get install qemu-system-x86)" >&2; exit 1; }
 
 exec /usr/bin/python3 - "$runs" "$kernel" "$initrd" "$berth" <<'PY'
-import os, signal, statistics, subprocess, sys, time
+import json, os, signal, statistics, subprocess, sys, tempfile, time
 
 runs, kernel, initrd, berth = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 MEM_MIB = 128
@@ -34,8 +36,11 @@ CMDLINE = "berth.test=sleep"
 MARK = b"berth-test: init started"
 
 def berth_cmd():
-    return [berth, "vm", "run", "--kernel", kernel, "--initrd", initrd,
-            "--memory", f"{MEM_MIB}M", "--cpus", "1", "--no-rng", "--cmdline", CMDLINE]
+    config = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+    json.dump({"kernel": kernel, "initrd": initrd, "memory_mib": MEM_MIB, "cpus": 1,
+               "rng": False, "cmdline": CMDLINE}, config)
+    config.close()
+    return [berth, "--config", config.name]
 
 def qemu_cmd():
     return ["qemu-system-x86_64", "-M", "microvm,x-option-roms=off,rtc=off,acpi=off",
@@ -97,13 +102,15 @@ def measure(cmd):
     return boot * 1000.0, (hwm - guest) / 1024.0
 
 results = {}
-for name, cmd in (("berth", berth_cmd()), ("qemu", qemu_cmd())):
+bcmd = berth_cmd()
+for name, cmd in (("berth", bcmd), ("qemu", qemu_cmd())):
     boots, overheads = [], []
     for i in range(runs):
         b, o = measure(cmd)
         boots.append(b); overheads.append(o)
         print(f"  {name} run {i + 1}: boot-to-init {b:.1f} ms, overhead {o:.2f} MiB", flush=True)
     results[name] = (statistics.median(boots), statistics.median(overheads))
+os.unlink(bcmd[-1])
 
 print()
 print(f"{'VMM':8} {'boot-to-init (ms)':>18} {'overhead (MiB)':>16}   (medians of {runs} runs)")

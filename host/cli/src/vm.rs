@@ -128,17 +128,8 @@ fn config_from(args: RunArgs) -> anyhow::Result<VmConfig> {
 }
 
 fn report(outcome: &VmOutcome) -> ExitCode {
-    if outcome.success() {
-        tracing::info!("VM ended: {}", outcome.reason);
-    } else {
-        eprintln!("berth: the VM failed: {}", outcome.reason);
-        if !outcome.console_tail.is_empty() {
-            eprintln!("berth: last console lines:");
-            for line in &outcome.console_tail {
-                eprintln!("  | {line}");
-            }
-        }
-    }
+    tracing::info!("VM ended: {}", outcome.reason);
+    let _ = outcome.report(&mut std::io::stderr());
     ExitCode::from(outcome.exit_code())
 }
 

@@ -125,6 +125,22 @@ impl VmOutcome {
     pub fn exit_code(&self) -> u8 {
         u8::from(!self.success())
     }
+
+    /// Writes what a user needs when the VM failed: the reason and the last console lines.
+    /// Writes nothing on success.
+    pub fn report(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        if self.success() {
+            return Ok(());
+        }
+        writeln!(w, "berth: the VM failed: {}", self.reason)?;
+        if !self.console_tail.is_empty() {
+            writeln!(w, "berth: last console lines:")?;
+            for line in &self.console_tail {
+                writeln!(w, "  | {line}")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The full kernel command line for `config` with the devices' entries.
@@ -357,6 +373,17 @@ mod tests {
             .reason
             .to_string()
             .contains("triple-faulted"));
+        let mut out = Vec::new();
+        o(ExitReason::Reboot).report(&mut out).unwrap();
+        assert!(out.is_empty());
+        let failed = VmOutcome {
+            reason: ExitReason::KernelPanic,
+            console_tail: vec!["Kernel panic - not syncing: x".into()],
+        };
+        failed.report(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("the guest kernel panicked"));
+        assert!(text.contains("  | Kernel panic - not syncing: x"));
     }
 }
 

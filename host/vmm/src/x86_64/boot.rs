@@ -122,19 +122,21 @@ pub fn load(
     // Initrd at the top of low memory, above the kernel.
     let mut modules = Vec::new();
     if let Some(path) = initrd {
-        let data = std::fs::read(path).map_err(|source| ConfigError::Initrd {
+        let initrd_err = |source| ConfigError::Initrd {
             path: path.to_path_buf(),
             source,
-        })?;
-        let size = data.len() as u64;
+        };
+        let mut file = File::open(path).map_err(initrd_err)?;
+        let size = file.metadata().map_err(initrd_err)?.len();
         let kernel_end = loaded.kernel_end.div_ceil(PAGE) * PAGE;
         let addr = low_end
             .checked_sub(size)
             .map(|a| a & !(PAGE - 1))
             .filter(|&a| a >= kernel_end)
             .ok_or(VmmError::InitrdTooLarge { size })?;
-        mem.write_slice(&data, GuestAddress(addr))
-            .map_err(|e| VmmError::BootData(format!("initrd: {e}")))?;
+        // Straight from the file into guest memory: no host-side copy of the initrd.
+        mem.read_exact_volatile_from(GuestAddress(addr), &mut file, size as usize)
+            .map_err(|e| VmmError::BootData(format!("initrd {}: {e}", path.display())))?;
         modules.push(hvm_modlist_entry {
             paddr: addr,
             size,

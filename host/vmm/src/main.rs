@@ -1,0 +1,63 @@
+//! `berth-vmm`: the small VMM process, one per micro-VM.
+//!
+//! ```text
+//! berth-vmm --config FILE     boot the VM described by a JSON VmConfig (FILE may be -)
+//! ```
+//!
+//! It is the same VMM as `berth vm run` without the rest of the CLI linked in, so its own
+//! memory footprint stays small. Exit status: 0 when the guest rebooted, powered off or the
+//! VMM got SIGTERM; 1 when the guest panicked or crashed, or the VM could not start (the
+//! reason and the last console lines are printed on stderr); 2 on a usage error.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: berth-vmm --config FILE   (a JSON VmConfig; - reads standard input)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let path = match args.as_slice() {
+        [flag, path] if flag == "--config" => path.clone(),
+        [flag] if flag == "--help" || flag == "-h" => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let text = if path == "-" {
+        let mut s = String::new();
+        if let Err(e) = std::io::stdin().read_to_string(&mut s) {
+            eprintln!("berth-vmm: cannot read the VM config from stdin: {e}");
+            return ExitCode::FAILURE;
+        }
+        s
+    } else {
+        match std::fs::read_to_string(&path) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("berth-vmm: cannot read VM config {path}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let config = match berth_vmm::VmConfig::from_json(&text) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("berth-vmm: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match berth_vmm::run(&config) {
+        Ok(outcome) => {
+            let _ = outcome.report(&mut std::io::stderr());
+            ExitCode::from(outcome.exit_code())
+        }
+        Err(e) => {
+            eprintln!("berth-vmm: cannot run the VM: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
