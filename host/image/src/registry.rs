@@ -854,20 +854,42 @@ impl Client {
         url.query_pairs_mut()
             .append_pair("digest", desc.digest.as_str());
         let path = store.blob_path(&desc.digest);
-        let data = bytes::Bytes::from(tokio::fs::read(&path).await.at(&path)?);
-        bar.set_length(data.len() as u64);
+        // Streamed from the file (opened afresh for each attempt), never held in memory.
+        let size = std::fs::metadata(&path).at(&path)?.len();
+        bar.set_length(size);
+        let body = || -> reqwest::Body {
+            bar.set_position(0);
+            match std::fs::File::open(&path) {
+                Ok(f) => {
+                    let bar = bar.clone();
+                    let chunks = tokio_util::io::ReaderStream::with_capacity(
+                        tokio::fs::File::from_std(f),
+                        256 * 1024,
+                    )
+                    .inspect(move |c| {
+                        if let Ok(c) = c {
+                            bar.inc(c.len() as u64)
+                        }
+                    });
+                    reqwest::Body::wrap_stream(chunks)
+                }
+                Err(e) => reqwest::Body::wrap_stream(stream::once(async move {
+                    Err::<bytes::Bytes, std::io::Error>(e)
+                })),
+            }
+        };
         let resp = self
             .send(&target, &what, &|c, a| {
                 with_auth(
                     c.request(Method::PUT, url.clone())
                         .header(CONTENT_TYPE, "application/octet-stream")
-                        .body(data.clone()),
+                        .header(reqwest::header::CONTENT_LENGTH, size)
+                        .body(body()),
                     a,
                 )
             })
             .await?;
         self.check(registry, &what, resp).await?;
-        bar.set_position(data.len() as u64);
         Ok(BlobPush::Pushed)
     }
 
