@@ -301,6 +301,45 @@ mod base64_like {
     }
 }
 
+#[test]
+#[ignore = "needs a registry and root: run by scripts/test.sh"]
+fn two_berth_processes_pull_one_image_at_once() {
+    require_root();
+    let reg = registry_env("BERTH_TEST_REGISTRY");
+    let img = busybox_image_gz();
+    let src = format!("{reg}/{}:v1", unique("cli/race"));
+    publish(&img, &src, None);
+    let env = Env::new();
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            env.cmd(&["pull", "-q", &src])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        env.ok(&["images", "-q"]).trim(),
+        &img.config_digest()[7..19]
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&env.ok(&["image", "inspect", &src])).unwrap();
+    assert_eq!(doc[0]["GuestLayers"].as_array().unwrap().len(), 3);
+    assert!(
+        tree(&env.path("store/tmp")).is_empty(),
+        "no staging left behind"
+    );
+}
+
 fn default_image() -> PathBuf {
     if let Some(p) = std::env::var_os("BERTH_DEFAULT_IMAGE") {
         return PathBuf::from(p);
