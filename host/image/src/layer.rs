@@ -567,6 +567,9 @@ pub fn build_layer_image(
         .prefix("rootfs-")
         .tempdir_in(work_dir)
         .at(work_dir)?;
+    // A layer without a "./" entry leaves its root at the defaults (0755, root-owned), not
+    // at the temporary directory's 0700: overlayfs shows the topmost layer's root.
+    fs::set_permissions(rootfs.path(), fs::Permissions::from_mode(0o755)).at(rootfs.path())?;
     let f = File::open(blob).at(blob)?;
     let (actual, size) = unpack_layer(f, rootfs.path(), diff_id.as_str())?;
     if &actual != diff_id {

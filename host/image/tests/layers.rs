@@ -59,6 +59,18 @@ fn busybox_layers_stack_into_the_expected_tree() {
 
     let m = mount_layers(&layers);
     let root = &m.root;
+    // Layers 2 and 3 have no "./" entry: their roots must not hide the base's 0755.
+    for l in &layers {
+        let single = mount_layers(std::slice::from_ref(l));
+        let top = single.root.parent().unwrap().join("l0");
+        assert_eq!(
+            fs::metadata(&top).unwrap().mode() & 0o7777,
+            0o755,
+            "{}",
+            l.display()
+        );
+    }
+    assert_eq!(fs::metadata(root).unwrap().mode() & 0o7777, 0o755);
     // Symlinks and the busybox binary.
     assert_eq!(
         fs::read_link(root.join("bin/sh")).unwrap(),
