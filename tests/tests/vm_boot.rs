@@ -392,3 +392,60 @@ fn bad_host_input_is_refused_before_the_vm_starts() {
     assert_eq!(code, Some(1));
     assert!(err.contains("not an ELF"), "{err}");
 }
+
+fn vmm_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("BERTH_VMM_BIN") {
+        return PathBuf::from(p);
+    }
+    let bin = berth_bin().with_file_name("berth-vmm");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p berth-vmm` or set BERTH_VMM_BIN",
+        bin.display()
+    );
+    bin
+}
+
+#[test]
+#[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
+fn json_config_boots_in_the_small_vmm_with_the_console_in_a_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let console = dir.path().join("console.log");
+    let config = dir.path().join("vm.json");
+    let json = format!(
+        r#"{{"kernel": {:?}, "initrd": {:?}, "memory_mib": 96, "cpus": 1,
+            "cmdline": "berth.test=hello", "console": {{"file": {:?}}}}}"#,
+        required_path("BERTH_KERNEL"),
+        initramfs(),
+        console
+    );
+    std::fs::write(&config, json).unwrap();
+    let mut child = Command::new(vmm_bin())
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start berth-vmm");
+    let deadline = Instant::now() + VM_TIMEOUT;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("berth-vmm did not finish within {VM_TIMEOUT:?}");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("output");
+    let log = std::fs::read_to_string(&console).unwrap_or_default();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}\nconsole: {log}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(log.contains("berth-test: done"), "console file: {log}");
+    assert!(
+        out.stdout.is_empty(),
+        "the console went to the file, not stdout"
+    );
+}

@@ -11,6 +11,9 @@ use berth_hypervisor::{CpuidEntry, Vcpu, VcpuExit, VcpuKicker, Vm};
 use crate::x86_64::{boot::BootInfo, regs};
 use crate::VmEvent;
 
+/// What a vCPU thread reports once set up: its id and its kicker, or why setup failed.
+pub type Ready = (u32, Result<Arc<dyn VcpuKicker>, String>);
+
 /// What a vCPU thread needs.
 pub struct VcpuContext {
     /// vCPU index (also its APIC id).
@@ -51,12 +54,7 @@ fn setup<V: Vm>(vm: &V, ctx: &VcpuContext) -> Result<V::Vcpu, String> {
 
 /// The body of a vCPU thread. `ready` gets the kicker (or the setup error); the thread then
 /// waits on `start` with the other vCPUs and the VMM.
-pub fn thread_main<V: Vm>(
-    vm: Arc<V>,
-    ctx: VcpuContext,
-    ready: Sender<(u32, Result<Arc<dyn VcpuKicker>, String>)>,
-    start: Arc<Barrier>,
-) {
+pub fn thread_main<V: Vm>(vm: Arc<V>, ctx: VcpuContext, ready: Sender<Ready>, start: Arc<Barrier>) {
     let vcpu = match setup(vm.as_ref(), &ctx) {
         Ok(v) => {
             let _ = ready.send((ctx.id, Ok(v.kicker())));
