@@ -84,7 +84,23 @@ fn exit_codes_pass_through() {
     );
     let out = berth(&["run", "--rm", IMAGE, "/no/such/program"]);
     assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
-    let out = berth(&["run", "--rm", IMAGE, "sh", "-c", "kill -9 $$"]);
+    // SIGKILL from outside: the foreground run ends with 128+9.
+    let child = cmd(root())
+        .args(["run", "--rm", "--name", "killme", IMAGE, "sleep", "600"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !berth(&["exec", "killme", "true"]).status.success() {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "killme never ran"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ok(&["kill", "killme"]);
+    let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
     let out = berth(&[
         "run",

@@ -43,7 +43,7 @@ impl Ctx {
 
     /// The files of a container's VM.
     pub fn files(&self, record: &ContainerRecord) -> VmFiles {
-        VmFiles::new(self.store.dir(&record.id))
+        VmFiles::new(self.store.dir(&record.id), &record.id)
     }
 }
 
@@ -330,6 +330,7 @@ pub fn finish(
     error: Option<String>,
 ) -> Result<()> {
     if record.spec.auto_remove {
+        ctx.files(record).remove_sockets();
         return match ctx.store.remove(&record.id) {
             Ok(()) | Err(berth_containers::Error::NotFound(_)) => Ok(()),
             Err(e) => Err(e.into()),

@@ -393,6 +393,7 @@ pub async fn rm_all(names: &[String], force: bool) -> Result<i32> {
                     vm::kill_vmm(vmm);
                 }
             }
+            ctx.files(&record).remove_sockets();
             ctx.store.remove(&record.id)?;
             Ok(())
         }

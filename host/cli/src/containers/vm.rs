@@ -26,16 +26,59 @@ const SCRATCH_BYTES: u64 = 8 << 30;
 #[derive(Debug, Clone)]
 pub struct VmFiles {
     dir: PathBuf,
+    id: String,
+}
+
+/// Where berth keeps its sockets: `$XDG_RUNTIME_DIR/berth`, else `/run/berth` for root and
+/// `/tmp/berth-UID` for others. Socket paths must stay short (108 bytes with the `_PORT`
+/// suffixes of guest-initiated connections), so they cannot live in the state folder.
+pub fn runtime_dir() -> Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        Some(d) => PathBuf::from(d).join("berth"),
+        // SAFETY: getuid has no preconditions and cannot fail.
+        None => match unsafe { libc::getuid() } {
+            0 => PathBuf::from("/run/berth"),
+            uid => PathBuf::from(format!("/tmp/berth-{uid}")),
+        },
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("create the runtime folder {}", dir.display()))?;
+    Ok(dir)
 }
 
 impl VmFiles {
-    /// The files of the container stored in `dir`.
-    pub fn new(dir: PathBuf) -> Self {
-        Self { dir }
+    /// The files of container `id`, stored in `dir`.
+    pub fn new(dir: PathBuf, id: &str) -> Self {
+        Self {
+            dir,
+            id: id.to_string(),
+        }
     }
-    /// The VMM's vsock socket (Firecracker-style `CONNECT <port>`).
+    /// The VMM's vsock socket (Firecracker-style `CONNECT <port>`), in the runtime folder.
     pub fn vsock(&self) -> PathBuf {
-        self.dir.join("vsock.sock")
+        runtime_dir()
+            .unwrap_or_else(|_| std::env::temp_dir())
+            .join(format!("{}.vsock", &self.id[..32.min(self.id.len())]))
+    }
+
+    /// Removes the VM's sockets (the VMM removes them itself when it ends cleanly).
+    pub fn remove_sockets(&self) {
+        let vsock = self.vsock();
+        let _ = fs::remove_file(&vsock);
+        if let (Some(dir), Some(name)) = (vsock.parent(), vsock.file_name()) {
+            let prefix = format!("{}_", name.to_string_lossy());
+            if let Ok(entries) = fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    if e.file_name().to_string_lossy().starts_with(&prefix) {
+                        let _ = fs::remove_file(e.path());
+                    }
+                }
+            }
+        }
     }
     /// The guest's serial console.
     pub fn console(&self) -> PathBuf {
