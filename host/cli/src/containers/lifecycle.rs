@@ -535,3 +535,133 @@ pub async fn monitor(id: &str) -> Result<i32> {
     }
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        create: CreateArgs,
+    }
+
+    fn args(argv: &[&str]) -> CreateArgs {
+        Wrap::try_parse_from(std::iter::once("berth").chain(argv.iter().copied()))
+            .unwrap()
+            .create
+    }
+
+    fn image() -> PreparedImage {
+        PreparedImage {
+            id: "sha256:abc".into(),
+            layers: Vec::new(),
+            entrypoint: vec!["/entry".into()],
+            cmd: vec!["default".into()],
+            env: vec!["PATH=/bin".into(), "A=1".into()],
+            workdir: "/srv".into(),
+            user: "app".into(),
+        }
+    }
+
+    #[test]
+    fn memory_sizes_parse_like_docker() {
+        assert_eq!(parse_memory("512m").unwrap(), 512 << 20);
+        assert_eq!(parse_memory("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_memory("64MB").unwrap(), 64 << 20);
+        assert_eq!(parse_memory("10485760").unwrap(), 10 << 20);
+        assert!(parse_memory("1k").is_err(), "below docker's 6 MB minimum");
+        assert!(parse_memory("lots").is_err());
+        assert!(parse_memory("-5m").is_err());
+    }
+
+    #[test]
+    fn entrypoint_and_command_combine_like_docker() {
+        let img = image();
+        let s = build_spec(&args(&["img"]), &img).unwrap();
+        assert_eq!(s.args, ["/entry", "default"]);
+        let s = build_spec(&args(&["img", "x", "-y"]), &img).unwrap();
+        assert_eq!(s.args, ["/entry", "x", "-y"]);
+        let s = build_spec(
+            &args(&["--entrypoint", "/bin/sh", "img", "-c", "true"]),
+            &img,
+        )
+        .unwrap();
+        assert_eq!(s.args, ["/bin/sh", "-c", "true"]);
+        let s = build_spec(&args(&["--entrypoint", "", "img", "ls"]), &img).unwrap();
+        assert_eq!(s.args, ["ls"]);
+        let mut bare = image();
+        bare.entrypoint.clear();
+        bare.cmd.clear();
+        assert!(
+            build_spec(&args(&["img"]), &bare).is_err(),
+            "no command at all"
+        );
+    }
+
+    #[test]
+    fn options_override_image_defaults() {
+        let img = image();
+        let s = build_spec(
+            &args(&[
+                "-e", "A=2", "-e", "B=3", "-w", "/tmp", "-u", "0:0", "--cpus", "1.5", "-m", "256m",
+                "--rm", "img",
+            ]),
+            &img,
+        )
+        .unwrap();
+        assert_eq!(s.env, ["PATH=/bin", "A=2", "B=3"]);
+        assert_eq!(s.workdir, "/tmp");
+        assert_eq!(s.user, "0:0");
+        assert_eq!(s.cpus, 1.5);
+        assert_eq!(s.memory_mib, 256);
+        assert!(s.auto_remove);
+        let s = build_spec(&args(&["img"]), &img).unwrap();
+        assert_eq!((s.workdir.as_str(), s.user.as_str()), ("/srv", "app"));
+        assert!(build_spec(&args(&["--cpus", "0", "img"]), &img).is_err());
+        assert!(build_spec(&args(&["-e", "=x", "img"]), &img).is_err());
+    }
+
+    #[test]
+    fn layers_and_scratch_map_to_virtio_disks_in_order() {
+        let img = image();
+        let spec = build_spec(&args(&["--pids-limit", "20", "img"]), &img).unwrap();
+        let record = ContainerRecord {
+            id: "ab".repeat(32),
+            name: "n".into(),
+            created: 0,
+            spec,
+            state: Default::default(),
+        };
+        let req = create_request(&record, 2).unwrap();
+        let paths: Vec<_> = req
+            .layers
+            .iter()
+            .chain(req.scratch.iter())
+            .map(|s| match s {
+                Source::Device { path, .. } => path.clone(),
+                Source::Dir { path } => path.clone(),
+            })
+            .collect();
+        assert_eq!(paths, ["/dev/vda", "/dev/vdb", "/dev/vdc"]);
+        assert_eq!(req.user.as_deref(), Some("app"));
+        let pids = req
+            .spec
+            .linux()
+            .as_ref()
+            .unwrap()
+            .resources()
+            .as_ref()
+            .unwrap()
+            .pids()
+            .as_ref()
+            .unwrap()
+            .limit();
+        assert_eq!(pids, 20);
+        assert!(
+            create_request(&record, 26).is_err(),
+            "too many layers for vda..vdz"
+        );
+    }
+}

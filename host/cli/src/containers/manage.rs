@@ -689,3 +689,37 @@ pub async fn commit(name: &str, image_ref: &str) -> Result<i32> {
     println!("{id}");
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_by_name_or_number() {
+        assert_eq!(parse_signal("KILL").unwrap(), libc::SIGKILL);
+        assert_eq!(parse_signal("sigterm").unwrap(), libc::SIGTERM);
+        assert_eq!(parse_signal("9").unwrap(), 9);
+        assert!(parse_signal("NOPE").is_err());
+        assert!(parse_signal("0").is_err());
+    }
+
+    #[test]
+    fn container_paths_need_a_name_before_the_colon() {
+        assert_eq!(
+            container_path("web:/etc/hosts"),
+            Some(("web", "/etc/hosts"))
+        );
+        assert_eq!(container_path("./a:b"), None);
+        assert_eq!(container_path("/tmp/x"), None);
+        assert_eq!(container_path(":/x"), None);
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        assert_eq!(format_time(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            format_time(1_795_910_400_123_000_000),
+            "2026-11-29T00:00:00.123000000Z"
+        );
+    }
+}

@@ -139,13 +139,29 @@ pub fn guest_boot_files(root: &Path) -> Result<(PathBuf, PathBuf)> {
     Ok((kernel, initrd))
 }
 
-/// Makes the container's scratch disk (sparse, ext4) unless it exists.
-pub fn ensure_scratch(files: &VmFiles) -> Result<()> {
+/// Makes the container's scratch disk (sparse, ext4) unless it exists: a sparse copy of
+/// a template formatted once, so a `run` does not pay for `mkfs.ext4`.
+pub fn ensure_scratch(root: &Path, files: &VmFiles) -> Result<()> {
     let path = files.scratch();
     if path.exists() {
         return Ok(());
     }
+    let template = scratch_template(root)?;
     let tmp = path.with_extension("img.tmp");
+    sparse_copy(&template, &tmp).with_context(|| format!("write {}", tmp.display()))?;
+    fs::rename(&tmp, &path).with_context(|| format!("rename {}", tmp.display()))?;
+    Ok(())
+}
+
+/// The formatted, empty scratch disk every container's disk is copied from.
+fn scratch_template(root: &Path) -> Result<PathBuf> {
+    let dir = root.join("kernel");
+    fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let path = dir.join(format!("scratch-{}g.img", SCRATCH_BYTES >> 30));
+    if path.exists() {
+        return Ok(path);
+    }
+    let tmp = dir.join(format!("scratch.{}.tmp", std::process::id()));
     let f = fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
     f.set_len(SCRATCH_BYTES)
         .with_context(|| format!("size {}", tmp.display()))?;
@@ -171,6 +187,42 @@ pub fn ensure_scratch(files: &VmFiles) -> Result<()> {
         );
     }
     fs::rename(&tmp, &path).with_context(|| format!("rename {}", tmp.display()))?;
+    Ok(path)
+}
+
+/// Copies `from` to `to` keeping its holes: only the data ranges (SEEK_DATA/SEEK_HOLE)
+/// are read and written.
+fn sparse_copy(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    use std::os::fd::AsRawFd;
+    let mut src = fs::File::open(from)?;
+    let len = src.metadata()?.len();
+    let mut dst = fs::File::create(to)?;
+    dst.set_len(len)?;
+    let fd = src.as_raw_fd();
+    let mut pos: i64 = 0;
+    let mut buf = vec![0u8; 1 << 20];
+    while (pos as u64) < len {
+        // SAFETY: lseek on an open descriptor we own; the result is checked.
+        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+        if data < 0 {
+            break; // ENXIO: no data past pos.
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        let end = if hole < 0 { len as i64 } else { hole };
+        src.seek(SeekFrom::Start(data as u64))?;
+        dst.seek(SeekFrom::Start(data as u64))?;
+        let mut left = (end - data) as u64;
+        while left > 0 {
+            let n = (left as usize).min(buf.len());
+            src.read_exact(&mut buf[..n])?;
+            dst.write_all(&buf[..n])?;
+            left -= n as u64;
+        }
+        pos = end;
+    }
+    dst.sync_data()?;
     Ok(())
 }
 
@@ -192,7 +244,7 @@ pub fn spawn_vmm(
     layers: &[PathBuf],
 ) -> Result<VmmProcess> {
     let (kernel, initrd) = guest_boot_files(root)?;
-    ensure_scratch(files)?;
+    ensure_scratch(root, files)?;
     let _ = fs::remove_file(files.vsock());
     let exe = std::env::current_exe().context("find the berth executable")?;
     let mut cmd = Command::new(exe);
@@ -350,5 +402,43 @@ pub fn vcpus(cpus: f64) -> u32 {
         cpus.ceil().min(64.0) as u32
     } else {
         1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Seek, SeekFrom, Write};
+
+    #[test]
+    fn sparse_copy_keeps_data_and_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let mut f = fs::File::create(&src).unwrap();
+        f.set_len(64 << 20).unwrap();
+        f.seek(SeekFrom::Start(1 << 20)).unwrap();
+        f.write_all(b"first").unwrap();
+        f.seek(SeekFrom::Start(40 << 20)).unwrap();
+        f.write_all(b"second").unwrap();
+        drop(f);
+        let dst = dir.path().join("dst");
+        sparse_copy(&src, &dst).unwrap();
+        assert_eq!(fs::read(&src).unwrap(), fs::read(&dst).unwrap());
+        use std::os::unix::fs::MetadataExt;
+        let blocks = fs::metadata(&dst).unwrap().blocks();
+        assert!(
+            blocks * 512 < 8 << 20,
+            "the copy stays sparse: {blocks} blocks"
+        );
+    }
+
+    #[test]
+    fn vm_sizes_follow_the_limits() {
+        assert_eq!(vm_memory_mib(0), 512);
+        assert_eq!(vm_memory_mib(32), MIN_VM_MIB);
+        assert_eq!(vm_memory_mib(1024), 1024 + GUEST_OVERHEAD_MIB);
+        assert_eq!(vcpus(0.5), 1);
+        assert_eq!(vcpus(2.0), 2);
+        assert_eq!(vcpus(2.5), 3);
     }
 }
