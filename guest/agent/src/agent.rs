@@ -686,6 +686,15 @@ impl Agent {
             ));
         }
         let mut process = req.process;
+        if process.env().as_ref().is_none_or(|e| e.is_empty()) {
+            // docker exec: the container's environment.
+            let env = self
+                .rt()
+                .get(&req.container)
+                .ok()
+                .and_then(|c| c.spec().process().as_ref().and_then(|p| p.env().clone()));
+            process.set_env(env);
+        }
         let mut o = req.stdio;
         o.tty |= process.terminal().unwrap_or(false);
         process.set_terminal(Some(o.tty));

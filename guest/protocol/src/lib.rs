@@ -353,7 +353,9 @@ pub struct ExecRequest {
     pub container: String,
     /// Exec id, unique within the container.
     pub exec: String,
-    /// The process (args, env, cwd, user, capabilities...).
+    /// The process (args, env, cwd, user, capabilities...). With `env` unset or empty the
+    /// process gets the container's environment (docker exec's behaviour; add `-e` values
+    /// to that list yourself).
     pub process: oci_spec::runtime::Process,
     /// As in [`CreateRequest::user`].
     pub user: Option<String>,

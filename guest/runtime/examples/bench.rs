@@ -125,9 +125,19 @@ fn main() {
     let m_sub = median(&mut subproc);
     let m_crun = median(&mut crun_t);
     println!("create+start+wait+delete of /bin/true, busybox rootfs, {n} runs each, medians:");
-    println!("  berth runtime, one process per run (like crun): {:8.2} ms", ms(m_sub));
-    println!("  berth runtime, in process (what the agent pays): {:8.2} ms", ms(m_in));
-    println!("  crun {:<43} {:8.2} ms", "(run, --cgroup-manager=disabled):", ms(m_crun));
+    println!(
+        "  berth runtime, one process per run (like crun): {:8.2} ms",
+        ms(m_sub)
+    );
+    println!(
+        "  berth runtime, in process (what the agent pays): {:8.2} ms",
+        ms(m_in)
+    );
+    println!(
+        "  crun {:<43} {:8.2} ms",
+        "(run, --cgroup-manager=disabled):",
+        ms(m_crun)
+    );
     println!(
         "  ratio berth/crun: {:.2} (process per run), {:.2} (in process)",
         ms(m_sub) / ms(m_crun),
