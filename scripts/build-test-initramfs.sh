@@ -7,7 +7,7 @@
 #   berth.test=full   console line, read /dev/vda (read-only), write /dev/vdb, vsock both
 #                     ways (guest echo server on port 5000, guest-initiated send to host
 #                     port 6000), then reboot -f
-#   berth.test=cpus   print the number of CPUs, then reboot -f
+#   berth.test=cpus   print the number of CPUs and the clocksource, then reboot -f
 #   berth.test=panic  exit from init, which makes the kernel panic
 #   berth.test=sleep  print one line, then wait forever (stop tests)
 #   berth.test=hello  (default) print one line, then reboot -f (the benchmark)
@@ -53,6 +53,7 @@ case "$mode" in
     ;;
   cpus)
     say "cpus=$(grep -c ^processor /proc/cpuinfo)"
+    say "clocksource=$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
     ;;
   sleep)
     while :; do sleep 3600; done

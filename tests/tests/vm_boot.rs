@@ -279,7 +279,7 @@ fn panicking_guest_makes_the_vmm_fail_with_the_panic_visible() {
 
 #[test]
 #[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
-fn two_vcpus_are_two_cpus_in_the_guest() {
+fn two_vcpus_are_two_cpus_in_the_guest_with_kvmclock() {
     let f = run_vm(
         &[
             "--memory",
@@ -299,6 +299,7 @@ fn two_vcpus_are_two_cpus_in_the_guest() {
         f.stderr
     );
     assert_line(&f, "berth-test: cpus=2");
+    assert_line(&f, "berth-test: clocksource=kvm-clock");
 }
 
 #[test]
