@@ -69,7 +69,8 @@ impl VirtioInterrupt {
 
     /// Tells the guest that the configuration space changed.
     pub fn signal_config_change(&self) -> std::io::Result<()> {
-        self.status.fetch_or(INTERRUPT_CONFIG_CHANGE, Ordering::SeqCst);
+        self.status
+            .fetch_or(INTERRUPT_CONFIG_CHANGE, Ordering::SeqCst);
         self.line.trigger()
     }
 
