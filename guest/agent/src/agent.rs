@@ -816,3 +816,50 @@ impl Agent {
         std::process::exit(0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_errors_map_to_typed_wire_errors() {
+        let e = wire(&RuntimeError::ExecutableNotFound("nope".into()));
+        assert_eq!(e.kind, ErrorKind::ExecutableNotFound);
+        assert_eq!(e.exit_code(), 127);
+        assert_eq!(
+            e.message,
+            "exec: \"nope\": executable file not found in $PATH"
+        );
+        let e = wire(&RuntimeError::NoSuchFile("/x".into()));
+        assert_eq!(
+            (e.kind, e.exit_code()),
+            (ErrorKind::ExecutableNotFound, 127)
+        );
+        let e = wire(&RuntimeError::NotExecutable {
+            path: "/etc".into(),
+            reason: "is a directory".into(),
+        });
+        assert_eq!((e.kind, e.exit_code()), (ErrorKind::NotExecutable, 126));
+        let e = wire(&RuntimeError::config(
+            "mounts[2].destination",
+            "must not contain ..",
+        ));
+        assert_eq!(e.kind, ErrorKind::InvalidConfig);
+        assert_eq!(e.field.as_deref(), Some("mounts[2].destination"));
+        assert_eq!(e.exit_code(), 125);
+        let e = wire(&RuntimeError::UnknownUser("mallory".into()));
+        assert_eq!(
+            (e.kind, e.field.as_deref()),
+            (ErrorKind::InvalidConfig, Some("user"))
+        );
+        let e = wire(&RuntimeError::Setup {
+            step: "mounting proc".into(),
+            errno: nix::errno::Errno::EPERM,
+        });
+        assert_eq!((e.kind, e.errno), (ErrorKind::System, Some(libc::EPERM)));
+        let e = wire(&RuntimeError::NotFound("c9".into()));
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        let e = wire(&RuntimeError::NoCgroup2("statistics"));
+        assert_eq!(e.kind, ErrorKind::Unsupported);
+    }
+}

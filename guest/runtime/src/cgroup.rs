@@ -258,3 +258,76 @@ impl Cgroup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::{LinuxCpu, LinuxMemory, LinuxPids};
+
+    fn resources() -> LinuxResources {
+        let mut r = LinuxResources::default();
+        let mut m = LinuxMemory::default();
+        m.set_limit(Some(64 << 20));
+        r.set_memory(Some(m));
+        let mut c = LinuxCpu::default();
+        c.set_quota(Some(150_000));
+        c.set_period(Some(100_000));
+        c.set_shares(Some(1024));
+        r.set_cpu(Some(c));
+        let mut p = LinuxPids::default();
+        p.set_limit(100);
+        r.set_pids(Some(p));
+        r
+    }
+
+    #[test]
+    fn limits_become_cgroup_v2_files() {
+        // A plain directory stands in for the cgroup2 mount: files are what the kernel reads.
+        let root = tempfile::tempdir().unwrap();
+        let cg = Cgroup::create(root.path(), "c1", Some(&resources())).unwrap();
+        assert_eq!(cg.path, root.path().join("berth/c1"));
+        let read = |f: &str| std::fs::read_to_string(cg.path.join(f)).unwrap();
+        assert_eq!(read("memory.max"), (64u64 << 20).to_string());
+        assert_eq!(read("cpu.max"), "150000 100000");
+        assert_eq!(read("pids.max"), "100");
+        // runc's shares -> weight conversion: 1024 -> 39.
+        assert_eq!(read("cpu.weight"), "39");
+        std::fs::write(cg.path.join("memory.current"), "4096\n").unwrap();
+        std::fs::write(
+            cg.path.join("cpu.stat"),
+            "usage_usec 10\nuser_usec 7\nsystem_usec 3\n",
+        )
+        .unwrap();
+        let s = cg.stats();
+        assert_eq!(
+            (
+                s.memory_current,
+                s.memory_max,
+                s.pids_max,
+                s.cpu_usage_usec,
+                s.cpu_user_usec
+            ),
+            (4096, Some(64 << 20), Some(100), 10, 7)
+        );
+        // A second container with the same id is refused.
+        assert!(Cgroup::create(root.path(), "c1", None).is_err());
+    }
+
+    #[test]
+    fn a_rejected_limit_names_its_field() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("c2");
+        std::fs::create_dir(&dir).unwrap();
+        // pids.max as a directory: the write fails as a kernel refusal would.
+        std::fs::create_dir(dir.join("pids.max")).unwrap();
+        let mut r = resources();
+        r.set_memory(None);
+        r.set_cpu(None);
+        match (Cgroup { path: dir }).apply(&r) {
+            Err(RuntimeError::InvalidConfig { field, .. }) => {
+                assert_eq!(field, "linux.resources.pids.limit")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
