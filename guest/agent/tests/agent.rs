@@ -212,6 +212,34 @@ async fn run_stdio_exit_codes_and_cleanup() {
 
     c.delete("c1", false).await.unwrap();
     assert!(c.list().await.unwrap().is_empty());
+
+    // logs -f follows a running container until it exits.
+    c.create(a.create_req(
+        "f",
+        &["sh", "-c", "echo a; sleep 0.3; echo b"],
+        StdioOptions::default(),
+    ))
+    .await
+    .unwrap();
+    c.start(ProcessRef::init("f")).await.unwrap();
+    let mut logs = a
+        .stream(StreamTarget::Logs {
+            container: "f".into(),
+            follow: true,
+            tail: None,
+        })
+        .await;
+    let mut lines = Vec::new();
+    loop {
+        match chunk::read_chunk(&mut logs).await.unwrap() {
+            Some(Chunk::Log(r)) => lines.push(String::from_utf8(r.data).unwrap()),
+            Some(Chunk::End) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(lines, vec!["a\n", "b\n"]);
+    assert_eq!(c.wait(ProcessRef::init("f")).await.unwrap(), 0);
+    c.delete("f", false).await.unwrap();
     assert_eq!(mounts_under(a.dir.path()), 0);
 
     // docker's 127 for a missing command, typed on the wire.
@@ -257,6 +285,12 @@ async fn exec_signal_top_copy_and_commit() {
     let init = ProcessRef::init("svc");
     let pid = c.start(init.clone()).await.unwrap();
     assert!(pid > 1);
+    // A pending wait does not hold up the other requests on the same connection.
+    let waiter = {
+        let c = c.clone();
+        let init = init.clone();
+        tokio::spawn(async move { c.wait(init).await })
+    };
     // exec with stdin, separate streams, its own exit code.
     c.exec(ExecRequest {
         container: "svc".into(),
@@ -364,7 +398,9 @@ async fn exec_signal_top_copy_and_commit() {
 
     // Running: delete without force is refused; SIGKILL gives 137.
     assert!(c.delete("svc", false).await.is_err());
+    assert!(!waiter.is_finished());
     c.signal(init.clone(), 9).await.unwrap();
+    assert_eq!(waiter.await.unwrap().unwrap(), 137);
     assert_eq!(c.wait(init).await.unwrap(), 137);
     c.delete("svc", false).await.unwrap();
     assert_eq!(mounts_under(a.dir.path()), 0);
