@@ -450,3 +450,70 @@ fn json_config_boots_in_the_small_vmm_with_the_console_in_a_file() {
         "the console went to the file, not stdout"
     );
 }
+
+/// A minimal PVH "kernel": an x86-64 ELF whose PVH entry (at 16 MiB) executes `ud2`. With
+/// the empty IDT berth starts vCPUs with, that is a triple fault.
+fn triple_fault_kernel() -> Vec<u8> {
+    let load: u64 = 0x100_0000;
+    let mut f = vec![0u8; 0x110];
+    f[..4].copy_from_slice(b"\x7fELF");
+    f[4] = 2; // 64-bit
+    f[5] = 1; // little endian
+    f[6] = 1;
+    f[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    f[18..20].copy_from_slice(&62u16.to_le_bytes()); // x86-64
+    f[20..24].copy_from_slice(&1u32.to_le_bytes());
+    f[24..32].copy_from_slice(&load.to_le_bytes());
+    f[32..40].copy_from_slice(&64u64.to_le_bytes()); // program headers
+    f[52..54].copy_from_slice(&64u16.to_le_bytes());
+    f[54..56].copy_from_slice(&56u16.to_le_bytes());
+    f[56..58].copy_from_slice(&2u16.to_le_bytes());
+    f[58..60].copy_from_slice(&64u16.to_le_bytes());
+    let load_ph = 64;
+    f[load_ph..load_ph + 4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    f[load_ph + 8..load_ph + 16].copy_from_slice(&0x100u64.to_le_bytes());
+    f[load_ph + 16..load_ph + 24].copy_from_slice(&load.to_le_bytes());
+    f[load_ph + 24..load_ph + 32].copy_from_slice(&load.to_le_bytes());
+    f[load_ph + 32..load_ph + 40].copy_from_slice(&16u64.to_le_bytes());
+    f[load_ph + 40..load_ph + 48].copy_from_slice(&16u64.to_le_bytes());
+    let note_ph = 120;
+    f[note_ph..note_ph + 4].copy_from_slice(&4u32.to_le_bytes()); // PT_NOTE
+    f[note_ph + 8..note_ph + 16].copy_from_slice(&176u64.to_le_bytes());
+    f[note_ph + 32..note_ph + 40].copy_from_slice(&20u64.to_le_bytes());
+    f[note_ph + 40..note_ph + 48].copy_from_slice(&20u64.to_le_bytes());
+    let n = 176;
+    f[n..n + 4].copy_from_slice(&4u32.to_le_bytes());
+    f[n + 4..n + 8].copy_from_slice(&4u32.to_le_bytes());
+    f[n + 8..n + 12].copy_from_slice(&18u32.to_le_bytes()); // XEN_ELFNOTE_PHYS32_ENTRY
+    f[n + 12..n + 16].copy_from_slice(b"Xen\0");
+    f[n + 16..n + 20].copy_from_slice(&(load as u32).to_le_bytes());
+    f[0x100..0x102].copy_from_slice(&[0x0f, 0x0b]); // ud2
+    f
+}
+
+#[test]
+#[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
+fn triple_fault_makes_the_vmm_fail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kernel = dir.path().join("ud2.elf");
+    std::fs::write(&kernel, triple_fault_kernel()).unwrap();
+    let mut child = Command::new(berth_bin())
+        .args(["vm", "run", "--memory", "32M", "--kernel"])
+        .arg(&kernel)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start berth");
+    let deadline = Instant::now() + VM_TIMEOUT;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("berth did not stop after a triple fault within {VM_TIMEOUT:?}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("output");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert!(err.contains("vCPU 0 triple-faulted"), "stderr: {err}");
+}
