@@ -47,6 +47,11 @@ pub fn init_system(hostname: &str) -> Result<()> {
     leave_initramfs()?;
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mnt("proc", "/proc", "proc", nosuid, None)?;
+    // The guest's OOM killer must pick a container process, never the agent (containers
+    // get their own value back: the runtime resets it).
+    if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "-1000") {
+        tracing::warn!("protecting the agent from the OOM killer: {e}");
+    }
     mnt("sysfs", "/sys", "sysfs", nosuid, None)?;
     mnt(
         "devtmpfs",

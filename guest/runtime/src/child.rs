@@ -68,6 +68,8 @@ pub mod stage {
     pub const SETNS: i32 = -31;
     /// Forking the exec'd process.
     pub const FORK: i32 = -32;
+    /// Writing /proc/self/oom_score_adj.
+    pub const OOM_SCORE: i32 = -33;
 
     /// Name of a stage, for messages.
     pub fn name(code: i32) -> &'static str {
@@ -93,6 +95,7 @@ pub mod stage {
             JOIN_CGROUP => "joining the container's cgroup",
             SETNS => "joining the container's namespaces",
             FORK => "forking the process",
+            OOM_SCORE => "setting oom_score_adj",
             _ => "setting up the container",
         }
     }
@@ -294,6 +297,16 @@ pub fn run_step<S: Syscalls + ?Sized>(sys: &S, step: &Step) -> Result<(), Errno>
 
 /// Credentials, limits, capabilities and working directory of a process.
 pub fn setup_process<S: Syscalls + ?Sized>(sys: &S, p: &ProcessPlan) -> Result<(), Message> {
+    match sys.open_write(c"/proc/self/oom_score_adj") {
+        Ok(fd) => {
+            let r = sys.write(fd, p.oom_score_adj.to_bytes());
+            sys.close(fd);
+            r.map_err(|e| fail(stage::OOM_SCORE, e))?;
+        }
+        // No /proc in this container: nothing to reset.
+        Err(Errno::ENOENT) => {}
+        Err(e) => return Err(fail(stage::OOM_SCORE, e)),
+    }
     for &(res, soft, hard) in &p.rlimits {
         sys.setrlimit(res, soft, hard)
             .map_err(|e| fail(stage::RLIMIT, e))?;

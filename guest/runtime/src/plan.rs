@@ -140,6 +140,9 @@ pub struct ProcessPlan {
     pub no_new_privs: bool,
     /// Make stdin the controlling terminal.
     pub tty: bool,
+    /// Written to /proc/self/oom_score_adj (the agent protects itself with -1000; its
+    /// containers must not inherit that).
+    pub oom_score_adj: CString,
 }
 
 /// Everything the init child does.
@@ -512,6 +515,16 @@ pub fn process_plan(
         last_cap,
         no_new_privs: p.no_new_privileges().unwrap_or(false),
         tty: p.terminal().unwrap_or(false),
+        oom_score_adj: {
+            let v = p.oom_score_adj().unwrap_or(0);
+            if !(-1000..=1000).contains(&v) {
+                return Err(RuntimeError::config(
+                    f("oomScoreAdj"),
+                    "must be in -1000..=1000",
+                ));
+            }
+            cstr(&f("oomScoreAdj"), v.to_string())?
+        },
     })
 }
 

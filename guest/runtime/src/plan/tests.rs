@@ -220,6 +220,8 @@ fn init_sequence_runs_steps_then_identity_then_exec() {
             .unwrap_or_else(|| panic!("{want:?} not in {calls:#?}"))
     };
     let sync = at(&Call::Read(14));
+    let oom = at(&Call::OpenWrite("/proc/self/oom_score_adj".into()));
+    assert!(calls.contains(&Call::Write(100, b"0".to_vec())));
     let unshare = at(&Call::Unshare(libc::CLONE_NEWCGROUP));
     let dup = at(&Call::Dup2(10, 0));
     let close = at(&Call::CloseRange(3, 12));
@@ -249,8 +251,8 @@ fn init_sequence_runs_steps_then_identity_then_exec() {
     let start = at(&Call::Read(15));
     let exec = at(&Call::Execve("/bin/sh".into()));
     let order = [
-        sync, unshare, dup, close, setsid, pivot, hostname, bounding, groups, setuid, capset, nnp,
-        cwd, ready, start, exec,
+        sync, unshare, dup, close, setsid, pivot, hostname, oom, bounding, groups, setuid, capset,
+        nnp, cwd, ready, start, exec,
     ];
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
     // Kept capabilities are not dropped from the bounding set.
