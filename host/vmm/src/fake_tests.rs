@@ -20,6 +20,7 @@ enum Step {
     Out(u16, Vec<u8>),
     In(u16, usize),
     MmioRead(u64, usize),
+    MmioWrite(u64, Vec<u8>),
     Shutdown,
 }
 
@@ -167,6 +168,13 @@ impl Vcpu for FakeVcpu {
                     data: &mut self.buf,
                 })
             }
+            Some(Step::MmioWrite(addr, data)) => {
+                self.buf = data;
+                Ok(VcpuExit::MmioWrite {
+                    addr,
+                    data: &self.buf,
+                })
+            }
             Some(Step::Shutdown) => Ok(VcpuExit::Shutdown),
             None => {
                 // "In the guest" until kicked.
@@ -291,4 +299,61 @@ fn disks_and_vsock_appear_on_the_command_line_and_bus() {
         !sock.exists(),
         "the vsock socket is removed when the VM ends"
     );
+}
+
+#[test]
+fn random_mmio_traffic_against_real_devices_does_not_stop_the_vmm() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("d.img");
+    std::fs::write(&disk, vec![0u8; 64 * 1024]).unwrap();
+    let sock = dir.path().join("v.sock");
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut steps = Vec::new();
+    for i in 0..30_000u32 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let device = (x >> 40) % 3;
+        // Mostly registers (where the state machine lives), some config space.
+        let offset = if x & 0x100 == 0 {
+            (x >> 16) % 0x100 & !3
+        } else {
+            0x100 + (x >> 16) % 0x40
+        };
+        let addr = 0xd000_0000 + device * 0x1000 + offset;
+        // Walk the status register through its stages now and then, so queues get set
+        // up (with garbage addresses) and devices activated and notified.
+        let value = match i % 7 {
+            0 => [0u32, 1, 3, 11, 15][((x >> 8) % 5) as usize],
+            _ => (x >> 32) as u32,
+        };
+        if i % 7 == 0 {
+            steps.push(Step::MmioWrite(
+                0xd000_0000 + device * 0x1000 + 0x70,
+                value.to_le_bytes().to_vec(),
+            ));
+        } else if x & 1 == 0 {
+            steps.push(Step::MmioWrite(addr, value.to_le_bytes().to_vec()));
+        } else {
+            steps.push(Step::MmioRead(addr, [1, 2, 4, 8][((x >> 4) & 3) as usize]));
+        }
+    }
+    steps.push(Step::Out(0x64, vec![0xfe]));
+    let (outcome, reads) = run_script(vec![steps], |c| {
+        c.disks = vec![DiskConfig {
+            path: disk.clone(),
+            read_only: false,
+        }];
+        c.vsock = Some(VsockConfig {
+            socket: sock.clone(),
+            guest_cid: 3,
+        });
+    });
+    assert_eq!(
+        outcome.reason,
+        ExitReason::Reboot,
+        "the VM ran to the guest's reboot"
+    );
+    assert!(!reads.is_empty());
+    assert!(!sock.exists());
 }
