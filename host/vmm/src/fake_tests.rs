@@ -316,7 +316,7 @@ fn random_mmio_traffic_against_real_devices_does_not_stop_the_vmm() {
         let device = (x >> 40) % 3;
         // Mostly registers (where the state machine lives), some config space.
         let offset = if x & 0x100 == 0 {
-            (x >> 16) % 0x100 & !3
+            ((x >> 16) % 0x100) & !3
         } else {
             0x100 + (x >> 16) % 0x40
         };
