@@ -481,6 +481,21 @@ impl Agent {
                         .collect(),
                 ))
             }
+            Request::SetTime { unix_nanos } => {
+                if !self.pid1 {
+                    return Err(WireError::new(
+                        ErrorKind::Unsupported,
+                        "the agent sets the clock only as the guest's PID 1, not on a host",
+                    ));
+                }
+                let ts = nix::sys::time::TimeSpec::new(
+                    (unix_nanos / 1_000_000_000) as libc::time_t,
+                    (unix_nanos % 1_000_000_000) as libc::c_long,
+                );
+                nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, ts)
+                    .map_err(|e| sys_err("setting the clock", e))?;
+                Ok(Response::Ok)
+            }
             Request::Shutdown => {
                 let me = self.clone();
                 tokio::spawn(async move {

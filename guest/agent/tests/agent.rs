@@ -151,6 +151,11 @@ async fn run_stdio_exit_codes_and_cleanup() {
     let c = a.client().await;
     let info = c.ping().await.unwrap();
     assert_eq!(info.protocol, berth_protocol::PROTOCOL_VERSION);
+    // Outside a guest the agent leaves the host's clock alone.
+    assert!(matches!(
+        c.set_time_now().await,
+        Err(ClientError::Remote(e)) if e.kind == ErrorKind::Unsupported
+    ));
 
     let (code, out, err) = run(
         &a,

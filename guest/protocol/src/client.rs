@@ -254,6 +254,16 @@ impl Client {
         }
     }
 
+    /// Sets the guest's wall clock to the host's.
+    pub async fn set_time_now(&self) -> Result<(), ClientError> {
+        let unix_nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        self.expect_ok(Request::SetTime { unix_nanos }, "set time")
+            .await
+    }
+
     /// Asks the agent to sync and power the VM off.
     pub async fn shutdown(&self) -> Result<(), ClientError> {
         self.expect_ok(Request::Shutdown, "shutdown").await

@@ -413,6 +413,12 @@ pub enum Request {
         /// Container id.
         id: String,
     },
+    /// Set the guest's wall clock (the guest has no RTC; log timestamps use this clock).
+    /// Answer: [`Response::Ok`].
+    SetTime {
+        /// Nanoseconds since the Unix epoch.
+        unix_nanos: u64,
+    },
     /// Sync filesystems and power the VM off (i8042 reset; the kernel runs with reboot=k).
     /// Answer: [`Response::Ok`] before the agent goes down.
     Shutdown,

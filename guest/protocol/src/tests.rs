@@ -92,6 +92,9 @@ fn every_request_round_trips_through_json() {
             cols: 80,
         },
         Request::Top { id: "c1".into() },
+        Request::SetTime {
+            unix_nanos: 1_700_000_000_000_000_000,
+        },
         Request::Shutdown,
     ];
     for r in reqs {
