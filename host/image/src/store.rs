@@ -51,6 +51,10 @@ pub struct Repositories {
     /// Blob digest -> `registry/repository` names known to hold it (for cross-repo mounts).
     #[serde(default)]
     pub sources: BTreeMap<Digest, BTreeSet<String>>,
+    /// Holder (a container ID) -> the manifest it uses: kept by garbage collection even
+    /// when no reference is left, so `rmi` never pulls the layers from under a container.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pins: BTreeMap<String, Digest>,
 }
 
 impl Repositories {
@@ -385,7 +389,23 @@ impl Store {
     /// Resolves a reference or image-ID prefix to a local image.
     pub fn resolve(&self, arg: &str) -> Result<LocalImage> {
         let repos = self.repositories()?;
-        let keys = self.lookup(arg, &repos)?;
+        let keys = match self.lookup(arg, &repos) {
+            Ok(k) => k,
+            Err(Error::ImageNotFound { reference }) if is_hex_prefix(arg) => {
+                // An untagged image a container still pins is found by its ID.
+                let prefix = arg.strip_prefix("sha256:").unwrap_or(arg);
+                let pinned: BTreeSet<&Digest> = repos.pins.values().collect();
+                for m in pinned {
+                    if let Ok(img) = self.image_by_manifest(m, vec![]) {
+                        if img.id.hex().starts_with(prefix) {
+                            return Ok(img);
+                        }
+                    }
+                }
+                return Err(Error::ImageNotFound { reference });
+            }
+            Err(e) => return Err(e),
+        };
         let manifest = repos.refs[&keys[0]].manifest.clone();
         let all: Vec<String> = repos
             .refs
@@ -471,12 +491,17 @@ impl Store {
         let repos = self.repositories()?;
         let mut keep: BTreeSet<String> = BTreeSet::new();
         let mut keep_layers: BTreeSet<String> = BTreeSet::new();
-        for e in repos.refs.values() {
-            keep.insert(e.manifest.hex().to_string());
-            if let Some(i) = &e.index {
+        let roots = repos
+            .refs
+            .values()
+            .map(|e| (e.manifest.clone(), e.index.clone()))
+            .chain(repos.pins.values().map(|m| (m.clone(), None)));
+        for (manifest, index) in roots {
+            keep.insert(manifest.hex().to_string());
+            if let Some(i) = &index {
                 keep.insert(i.hex().to_string());
             }
-            match self.image_by_manifest(&e.manifest, vec![]) {
+            match self.image_by_manifest(&manifest, vec![]) {
                 Ok(img) => {
                     keep.insert(img.id.hex().to_string());
                     for (l, diff) in img.layers() {
@@ -484,7 +509,7 @@ impl Store {
                         keep_layers.insert(diff.hex().to_string());
                     }
                 }
-                Err(err) => tracing::warn!("gc: cannot read image {}: {err}", e.manifest),
+                Err(err) => tracing::warn!("gc: cannot read image {manifest}: {err}"),
             }
         }
         let mut report = GcReport::default();
@@ -535,6 +560,25 @@ impl Store {
             })?;
         }
         Ok(report)
+    }
+
+    /// Keeps `image` (its manifest, config, layer blobs and layer images) out of garbage
+    /// collection while `holder` (a container ID) uses it, even if its tags are removed.
+    pub fn pin(&self, image: &LocalImage, holder: &str) -> Result<()> {
+        self.update_repositories(|r| {
+            r.pins
+                .insert(holder.to_string(), image.manifest_digest.clone());
+            Ok(())
+        })
+    }
+
+    /// Releases `holder`'s pin (for example when its container is removed); the image's
+    /// data goes at the next `rmi` or `image prune` if nothing else references it.
+    pub fn unpin(&self, holder: &str) -> Result<()> {
+        self.update_repositories(|r| {
+            r.pins.remove(holder);
+            Ok(())
+        })
     }
 
     /// Records references and sources after a commit.
@@ -791,6 +835,48 @@ mod tests {
         }
         assert!(!store.has_blob(&Digest::of(b"abc")));
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn pinned_images_survive_rmi_until_unpinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut st = store.staging().unwrap();
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": []}
+        }))
+        .unwrap();
+        let cfg = st.add_bytes(&config).unwrap();
+        let m = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": manifest::OCI_MANIFEST,
+            "config": {"mediaType": manifest::OCI_CONFIG, "digest": cfg, "size": config.len()},
+            "layers": []
+        }))
+        .unwrap();
+        let md = st.add_bytes(&m).unwrap();
+        st.commit(&store).unwrap();
+        let entry = RefEntry {
+            manifest: md.clone(),
+            index: None,
+        };
+        store.set_refs(&[("x.io/a:1".into(), entry)], &[]).unwrap();
+        let img = store.resolve("x.io/a:1").unwrap();
+        store.pin(&img, "container-1").unwrap();
+        let (_, gc) = store.remove("x.io/a:1", false).unwrap();
+        assert_eq!(gc.blobs_removed, 0);
+        assert!(store.has_blob(&md) && store.has_blob(&cfg));
+        assert!(store.resolve("x.io/a:1").is_err(), "the tag is gone");
+        assert_eq!(store.image_by_manifest(&md, vec![]).unwrap().id, cfg);
+        assert_eq!(
+            store.resolve(cfg.as_str()).unwrap().manifest_digest,
+            md,
+            "found by ID"
+        );
+        store.unpin("container-1").unwrap();
+        assert_eq!(store.gc().unwrap().blobs_removed, 2);
+        assert!(!store.has_blob(&md));
     }
 
     #[test]
