@@ -484,11 +484,17 @@ impl Container {
         self.mounts.insert(0, self.rootfs.clone());
 
         let cgroup2 = cgroup::is_cgroup2(&cfg.cgroup_root);
+        // The pty slave's name, for /dev/console (the child's mount namespace starts as a
+        // copy of ours, so the same path names it there).
+        let console = std::fs::read_link(format!("/proc/self/fd/{}", opts.stdio.stdin.as_raw_fd()))
+            .ok()
+            .filter(|p| p.starts_with("/dev/pts/"));
         let ctx = Context {
             rootfs: &self.rootfs,
             user: opts.user.as_deref(),
             cgroup2,
             last_cap: self.last_cap,
+            console: console.as_deref(),
         };
         let plan = plan::init_plan(&opts.spec, &ctx)?;
         ensure_cwd(&self.rootfs, &plan.process);

@@ -169,6 +169,9 @@ pub struct Context<'a> {
     pub cgroup2: bool,
     /// The kernel's last capability.
     pub last_cap: u32,
+    /// Path of the terminal (pty slave) in the runtime's mount namespace, bound to
+    /// /dev/console when the process has a terminal.
+    pub console: Option<&'a Path>,
 }
 
 fn cstr(field: &str, s: impl AsRef<[u8]>) -> Result<CString> {
@@ -661,6 +664,19 @@ pub fn init_plan(spec: &Spec, ctx: &Context<'_>) -> Result<InitPlan> {
             steps.push(Step::Symlink {
                 target: cstr("dev", target)?,
                 link: path_c(&dev.join(name))?,
+            });
+        }
+        if let Some(tty) = ctx.console.filter(|_| process.terminal().unwrap_or(false)) {
+            // The terminal appears as /dev/console, as with runc, so that ttyname() finds a
+            // name for it inside the container.
+            let console = path_c(&dev.join("console"))?;
+            steps.push(Step::CreateFile(console.clone()));
+            steps.push(Step::Mount {
+                source: Some(path_c(tty)?),
+                target: console,
+                fstype: None,
+                flags: libc::MS_BIND,
+                data: None,
             });
         }
     }

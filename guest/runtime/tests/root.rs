@@ -457,23 +457,28 @@ fn tty_gives_a_terminal_with_its_size() {
     let mut s = spec(&[
         "sh",
         "-c",
-        "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; stty size",
+        "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; stty size; tty",
     ]);
     s.process_mut().as_mut().unwrap().set_terminal(Some(true));
     let mut c = Container::create(&fx.cfg, fx.opts("tty", s, Stdio::tty(slave).unwrap())).unwrap();
     c.start().unwrap();
     let mut m: std::fs::File = master.into();
-    let code = c.wait().unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match m.read(&mut buf) {
-            Ok(0) | Err(_) => break, // EIO once the slave side is closed
-            Ok(n) => out.extend_from_slice(&buf[..n]),
+    // Read while it runs: a pty drops what is unread when its last slave closes.
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match m.read(&mut buf) {
+                Ok(0) | Err(_) => break, // EIO once the slave side is closed
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
         }
-    }
+        out
+    });
+    let code = c.wait().unwrap();
+    let out = reader.join().unwrap();
     let out = String::from_utf8_lossy(&out);
     assert_eq!(code, 0, "{out}");
-    assert_eq!(out, "is-a-tty\r\n33 101\r\n");
+    assert_eq!(out, "is-a-tty\r\n33 101\r\n/dev/console\r\n");
     c.delete().unwrap();
 }

@@ -50,6 +50,7 @@ fn ctx(root: &Path) -> Context<'_> {
         user: None,
         cgroup2: false,
         last_cap: 40,
+        console: None,
     }
 }
 
