@@ -482,3 +482,128 @@ fn tty_gives_a_terminal_with_its_size() {
     assert_eq!(out, "is-a-tty\r\n33 101\r\n/dev/console\r\n");
     c.delete().unwrap();
 }
+
+/// Loop devices attached for a test, detached on drop.
+struct Loops(Vec<String>);
+
+impl Loops {
+    fn attach(&mut self, file: &Path, read_only: bool) -> PathBuf {
+        let mut cmd = std::process::Command::new("losetup");
+        cmd.args(["-f", "--show"]);
+        if read_only {
+            cmd.arg("-r");
+        }
+        let out = cmd.arg(file).output().expect("losetup (util-linux)");
+        assert!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dev = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        self.0.push(dev.clone());
+        PathBuf::from(dev)
+    }
+}
+
+impl Drop for Loops {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let _ = std::process::Command::new("losetup")
+                .args(["-d", d])
+                .status();
+        }
+    }
+}
+
+fn must(cmd: &mut std::process::Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+#[ignore = "needs root: run by scripts/test.sh"]
+fn erofs_layer_devices_and_an_ext4_scratch_device() {
+    let fx = Fixture::new();
+    let d = fx.dir.path();
+    // Two layers as erofs images (as berth-image makes them), on read-only loop devices.
+    must(
+        std::process::Command::new("mkfs.erofs")
+            .arg(d.join("l0.erofs"))
+            .arg(&fx.layers[0]),
+    );
+    must(
+        std::process::Command::new("mkfs.erofs")
+            .arg(d.join("l1.erofs"))
+            .arg(&fx.layers[1]),
+    );
+    // The scratch disk: ext4.
+    std::fs::File::create(d.join("scratch.img"))
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    must(
+        std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(d.join("scratch.img")),
+    );
+    let mut loops = Loops(Vec::new());
+    let l0 = loops.attach(&d.join("l0.erofs"), true);
+    let l1 = loops.attach(&d.join("l1.erofs"), true);
+    let scratch = loops.attach(&d.join("scratch.img"), false);
+
+    let (stdio, _i, out, err) = pipes();
+    let mut c = Container::create(
+        &fx.cfg,
+        CreateOptions {
+            id: "blk".into(),
+            spec: spec(&[
+                "sh",
+                "-c",
+                "cat /etc/motd /etc/mid-only; echo kept > /etc/new",
+            ]),
+            layers: vec![
+                // Type detection (erofs, then ext4) and an explicit type.
+                Layer::Device {
+                    path: l0,
+                    fstype: None,
+                },
+                Layer::Device {
+                    path: l1,
+                    fstype: Some("erofs".into()),
+                },
+            ],
+            scratch: Scratch::Device {
+                path: scratch.clone(),
+                fstype: None,
+            },
+            user: None,
+            stdio,
+        },
+    )
+    .unwrap();
+    let out = read_all(out);
+    let err = read_all(err);
+    c.start().unwrap();
+    assert_eq!(c.wait().unwrap(), 0, "{}", err.join().unwrap());
+    assert_eq!(out.join().unwrap(), "mid\nmid-only\n");
+    c.delete().unwrap();
+    assert_eq!(mounts_under(d), 0, "layer and scratch mounts detached");
+    // The upper dir lives on the scratch disk, ready for commit.
+    let m = d.join("check");
+    std::fs::create_dir(&m).unwrap();
+    nix::mount::mount(
+        Some(&scratch),
+        &m,
+        Some("ext4"),
+        nix::mount::MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .unwrap();
+    let kept = std::fs::read_to_string(m.join("upper/etc/new"));
+    nix::mount::umount(&m).unwrap();
+    assert_eq!(kept.unwrap(), "kept\n");
+}
