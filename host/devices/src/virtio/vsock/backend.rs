@@ -28,6 +28,9 @@ const FIRST_STREAM_TOKEN: usize = 2;
 const CONNECT_LINE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the guest may take to answer a host-initiated connection request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a device being dropped keeps writing what the guest already sent to host
+/// sockets that are slow to take it.
+const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_millis(250);
 /// Longest `CONNECT <port>\n` line accepted.
 const CONNECT_LINE_MAX: usize = 32;
 /// First local port handed to host-initiated streams (Firecracker's choice too).
@@ -50,6 +53,7 @@ pub(super) struct BackendHandle {
     thread: Option<JoinHandle<()>>,
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
+    drain: Arc<AtomicBool>,
 }
 
 impl BackendHandle {
@@ -67,6 +71,7 @@ impl BackendHandle {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let registry = poll.registry().try_clone()?;
         let stop = Arc::new(AtomicBool::new(false));
+        let drain = Arc::new(AtomicBool::new(false));
         let [rxq, txq, evq] = queues;
         let mut backend = Backend {
             mem,
@@ -76,6 +81,7 @@ impl BackendHandle {
             _evq: evq,
             poll,
             stop: stop.clone(),
+            drain: drain.clone(),
             broken: false,
             scratch: vec![0; MAX_PKT_PAYLOAD],
             mux: Muxer {
@@ -99,6 +105,7 @@ impl BackendHandle {
             thread: Some(thread),
             waker,
             stop,
+            drain,
         })
     }
 
@@ -110,7 +117,13 @@ impl BackendHandle {
     }
 
     /// Stops the thread and waits for it; every stream is closed.
-    pub fn stop(mut self) {
+    ///
+    /// With `drain` (the VM is going away, its memory is still intact), packets the guest
+    /// already queued are handled and buffered data is written to the host sockets first,
+    /// for at most [`FINAL_FLUSH_TIMEOUT`]. Without it (a driver reset, after which the
+    /// guest may reuse the rings' memory) guest memory is not touched again.
+    pub fn stop(mut self, drain: bool) {
+        self.drain.store(drain, Ordering::SeqCst);
         self.shutdown();
     }
 
@@ -139,6 +152,7 @@ struct Backend {
     _evq: Queue,
     poll: Poll,
     stop: Arc<AtomicBool>,
+    drain: Arc<AtomicBool>,
     /// The guest corrupted a queue: nothing moves until the driver resets the device.
     broken: bool,
     scratch: Vec<u8>,
@@ -161,6 +175,9 @@ impl Backend {
                 }
             }
             if self.stop.load(Ordering::SeqCst) {
+                if self.drain.load(Ordering::SeqCst) {
+                    self.final_flush(&mut events);
+                }
                 break;
             }
             for event in events.iter() {
@@ -173,6 +190,27 @@ impl Backend {
             self.work();
         }
         tracing::debug!(cid = self.mux.guest_cid, "vsock: backend stopped");
+    }
+
+    /// Handles what the guest already sent and writes it to the host sockets, waiting for
+    /// slow sockets up to [`FINAL_FLUSH_TIMEOUT`].
+    fn final_flush(&mut self, events: &mut Events) {
+        let deadline = Instant::now() + FINAL_FLUSH_TIMEOUT;
+        self.process_tx();
+        loop {
+            self.mux.service_all();
+            let now = Instant::now();
+            if now >= deadline || self.mux.conns.values().all(Conn::tx_empty) {
+                break;
+            }
+            if self.poll.poll(events, Some(deadline - now)).is_ok() {
+                for event in events.iter() {
+                    if !matches!(event.token(), WAKER | LISTENER) {
+                        self.mux.on_stream_event(event.token(), event);
+                    }
+                }
+            }
+        }
     }
 
     /// Moves packets until nothing more can be done without a new event.

@@ -159,9 +159,10 @@ impl Vsock {
         &self.uds_path
     }
 
-    fn stop_backend(&mut self) {
+    /// Stops the backend thread; `drain` as in [`backend::BackendHandle::stop`].
+    fn stop_backend(&mut self, drain: bool) {
         if let Some(backend) = self.backend.take() {
-            backend.stop();
+            backend.stop(drain);
         }
     }
 }
@@ -208,7 +209,7 @@ impl VirtioDevice for Vsock {
         interrupt: Arc<VirtioInterrupt>,
         queues: Vec<Queue>,
     ) -> Result<(), ActivateError> {
-        self.stop_backend();
+        self.stop_backend(false);
         let [rxq, txq, evq]: [Queue; 3] =
             queues
                 .try_into()
@@ -244,14 +245,16 @@ impl VirtioDevice for Vsock {
     }
 
     fn reset(&mut self) {
-        self.stop_backend();
+        // The driver may reuse the rings' memory after a reset: do not touch it again.
+        self.stop_backend(false);
         self.acked_features = 0;
     }
 }
 
 impl Drop for Vsock {
     fn drop(&mut self) {
-        self.stop_backend();
+        // The VM is going away: deliver what the guest already sent before closing.
+        self.stop_backend(true);
         // Remove the socket file only if it is still the one we bound.
         let ours = std::fs::symlink_metadata(&self.uds_path)
             .ok()
