@@ -13,7 +13,7 @@ runs=${1:-10}
 . "$here/lib.sh"
 
 eval "$("$here/setup.sh")"
-cargo build --release --locked -p berth >&2
+cargo build --release --locked -p berth -p berth-vmm >&2
 initramfs=$("$here/build-initramfs.sh")
 archive=$("$here/build-default-image.sh")
 state=$(mktemp -d /tmp/berth-bench.XXXXXX)

@@ -17,7 +17,7 @@ cd "$root"
 
 eval "$("$here/setup.sh")"
 berth_log "building berth"
-cargo build --release --locked -p berth >&2
+cargo build --release --locked -p berth -p berth-vmm >&2
 initramfs=$("$here/build-initramfs.sh")
 state=${BERTH_ROOT:-${XDG_DATA_HOME:-$HOME/.local/share}/berth}
 mkdir -p "$state/kernel"

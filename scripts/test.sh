@@ -36,7 +36,7 @@ for pair in build-initramfs:BERTH_INITRAMFS build-test-initramfs:BERTH_TEST_INIT
   export "$var=$path"
   echo "$var=$path"
 done
-cargo build --locked -p berth
+cargo build --locked -p berth -p berth-vmm
 export BERTH_BIN="$root/target/debug/berth"
 
 section "services"

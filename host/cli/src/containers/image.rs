@@ -96,3 +96,17 @@ pub fn commit(root: &Path, record: &ContainerRecord, layer: &[u8], tag: &str) ->
     )?;
     Ok(img.id.to_string())
 }
+
+/// Keeps the image of container `holder` out of garbage collection while it exists.
+pub fn pin(root: &Path, image_id: &str, holder: &str) -> Result<()> {
+    let store = Store::open(root)?;
+    let img = store.resolve(image_id)?;
+    store.pin(&img, holder)?;
+    Ok(())
+}
+
+/// Releases what [`pin`] kept (the container is gone).
+pub fn unpin(root: &Path, holder: &str) -> Result<()> {
+    Store::open(root)?.unpin(holder)?;
+    Ok(())
+}

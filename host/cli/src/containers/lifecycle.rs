@@ -294,6 +294,10 @@ async fn boot(
     let result = async {
         let client = vm::connect_agent(&files, Some(vmm), vm::agent_timeout()).await?;
         let info = client.ping().await?;
+        // The guest has no clock of its own worth the name: give it the host's time.
+        if let Err(e) = client.set_time_now().await {
+            tracing::warn!("cannot set the guest clock: {e}");
+        }
         if let Some(t) = timings.as_deref_mut() {
             t.mark("agent ready");
             // The guest's uptime splits the wait into kernel boot and agent start-up.
@@ -331,6 +335,7 @@ pub fn finish(
 ) -> Result<()> {
     if record.spec.auto_remove {
         ctx.files(record).remove_sockets();
+        image::unpin(&ctx.root, &record.id)?;
         return match ctx.store.remove(&record.id) {
             Ok(()) | Err(berth_containers::Error::NotFound(_)) => Ok(()),
             Err(e) => Err(e.into()),
@@ -373,6 +378,7 @@ pub async fn create(args: CreateArgs) -> Result<i32> {
     let img = image::prepare(&ctx.root, &args.image).await?;
     let spec = build_spec(&args, &img)?;
     let record = ctx.store.create(args.name.as_deref(), spec)?;
+    image::pin(&ctx.root, &record.spec.image_id, &record.id)?;
     println!("{}", record.id);
     Ok(0)
 }
@@ -384,6 +390,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     let img = image::prepare(&ctx.root, &args.create.image).await?;
     let spec = build_spec(&args.create, &img)?;
     let record = ctx.store.create(args.create.name.as_deref(), spec)?;
+    image::pin(&ctx.root, &record.spec.image_id, &record.id)?;
     let booted = boot(&ctx, &record, Some(&mut timings)).await?;
     let init = ProcessRef::init(record.id.clone());
 

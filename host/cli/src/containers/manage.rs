@@ -395,6 +395,7 @@ pub async fn rm_all(names: &[String], force: bool) -> Result<i32> {
             }
             ctx.files(&record).remove_sockets();
             ctx.store.remove(&record.id)?;
+            image::unpin(&ctx.root, &record.id)?;
             Ok(())
         }
         .await;

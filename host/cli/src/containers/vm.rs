@@ -246,27 +246,45 @@ pub fn spawn_vmm(
     let (kernel, initrd) = guest_boot_files(root)?;
     ensure_scratch(root, files)?;
     let _ = fs::remove_file(files.vsock());
+    let config = berth_vmm::VmConfig {
+        kernel,
+        initrd: Some(initrd),
+        cmdline: format!("berth.id={}", record.short_id()),
+        memory_mib: vm_memory_mib(record.spec.memory_mib),
+        cpus: vcpus(record.spec.cpus) as u8,
+        disks: layers
+            .iter()
+            .map(|l| berth_vmm::DiskConfig {
+                path: l.clone(),
+                read_only: true,
+            })
+            .chain(std::iter::once(berth_vmm::DiskConfig {
+                path: files.scratch(),
+                read_only: false,
+            }))
+            .collect(),
+        vsock: Some(berth_vmm::VsockConfig {
+            socket: files.vsock(),
+            guest_cid: u64::from(berth_protocol::GUEST_CID),
+        }),
+        console: berth_vmm::ConsoleConfig::File(files.console()),
+        rng: true,
+    };
+    let config_path = files.dir.join("vm.json");
+    fs::write(&config_path, serde_json::to_vec_pretty(&config)?)
+        .with_context(|| format!("write {}", config_path.display()))?;
+    // The small berth-vmm binary beside this one keeps the per-VM overhead low; the
+    // hidden `berth vmm` runs the same code when it is missing.
     let exe = std::env::current_exe().context("find the berth executable")?;
-    let mut cmd = Command::new(exe);
-    cmd.args(["vm", "run", "--kernel"])
-        .arg(&kernel)
-        .arg("--initrd")
-        .arg(&initrd)
-        .arg("--memory")
-        .arg(format!("{}M", vm_memory_mib(record.spec.memory_mib)))
-        .arg("--cpus")
-        .arg(vcpus(record.spec.cpus).to_string())
-        .arg("--cmdline")
-        .arg(format!("berth.id={}", record.short_id()));
-    for layer in layers {
-        cmd.arg("--disk").arg(format!("ro:{}", layer.display()));
-    }
-    cmd.arg("--disk")
-        .arg(format!("rw:{}", files.scratch().display()))
-        .arg("--vsock")
-        .arg(files.vsock())
-        .arg("--console")
-        .arg(files.console());
+    let vmm_bin = exe.with_file_name("berth-vmm");
+    let mut cmd = if vmm_bin.is_file() {
+        Command::new(vmm_bin)
+    } else {
+        let mut c = Command::new(exe);
+        c.arg("vmm");
+        c
+    };
+    cmd.arg("--config").arg(&config_path);
     let log = fs::File::create(files.vmm_log())
         .with_context(|| format!("create {}", files.vmm_log().display()))?;
     cmd.stdin(Stdio::null())
