@@ -76,7 +76,8 @@ while IFS=$'\t' read -r name exe dir; do
 done <"$tests_list"
 
 section "VM tests (through scripts/with-kvm.sh)"
-vm_script=$(mktemp)
+# The script must be visible inside the harness machine, whose /tmp is its own.
+vm_script=$(mktemp "$(berth_cache_dir)/vm-tests.XXXXXX")
 {
   echo 'rc=0'
   while IFS=$'\t' read -r name exe dir; do
@@ -94,6 +95,10 @@ passed=$(grep -oE '^test result: .* ([0-9]+) passed' "$results" | grep -oE '[0-9
 failed=$(grep -oE '^test result: .*; ([0-9]+) failed' "$results" | grep -oE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
 rm -f "$tests_list" "$results" "$vm_script"
 if [ "$failed" -ne 0 ]; then status=1; fi
+if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
+  echo "a test binary, the build or the harness failed before reporting its tests (see above)"
+  failed=1
+fi
 echo
 echo "tests: $passed passed, $failed failed"
 exit $status
