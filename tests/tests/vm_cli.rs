@@ -59,6 +59,26 @@ fn ok(args: &[&str]) -> String {
     text(&out.stdout)
 }
 
+/// Waits for a spawned berth with a deadline, so that a hang fails the test instead of
+/// stalling the suite.
+#[track_caller]
+fn finish(mut child: std::process::Child, limit: Duration) -> Output {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let out = finish(child, Duration::from_secs(120));
+            panic!(
+                "berth did not end within {limit:?}:\nstdout: {}\nstderr: {}",
+                text(&out.stdout),
+                text(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
 fn container_dirs() -> usize {
     std::fs::read_dir(root().join("containers"))
         .map(|d| {
@@ -100,7 +120,7 @@ fn exit_codes_pass_through() {
         std::thread::sleep(Duration::from_millis(200));
     }
     ok(&["kill", "killme"]);
-    let out = child.wait_with_output().unwrap();
+    let out = finish(child, Duration::from_secs(120));
     assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
     let out = berth(&[
         "run",
@@ -131,7 +151,7 @@ fn stdin_is_piped_through() {
         .unwrap()
         .write_all(&vec![b'x'; 100_000])
         .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = finish(child, Duration::from_secs(120));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), "100000", "all of stdin, then EOF");
 }
@@ -374,7 +394,7 @@ fn a_crashed_vm_is_reported_and_shown_exited() {
         .args(["-9", &pid.to_string()])
         .status()
         .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = finish(child, Duration::from_secs(120));
     assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("stopped unexpectedly"),
@@ -425,4 +445,70 @@ fn cgroup_limits_are_in_the_guest() {
     assert_ne!(out.status.code(), Some(0), "the fork bomb was stopped");
     assert!(!text(&out.stdout).contains("all-started"));
     assert!(text(&out.stderr).contains("fork"), "{}", text(&out.stderr));
+}
+
+#[test]
+#[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
+fn sigterm_to_berth_reaches_the_container() {
+    use std::io::BufRead;
+    let mut child = cmd(root())
+        .args([
+            "run",
+            "--rm",
+            "--name",
+            "trapper",
+            IMAGE,
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 5' TERM; echo ready; while :; do sleep 0.1; done",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The trap is set once "ready" is out: only then may the signal come.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert_eq!(first, "ready\n");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+        rest
+    });
+    let out = finish(child, Duration::from_secs(120));
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert_eq!(reader.join().unwrap(), "got-term\n");
+}
+
+#[test]
+#[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
+fn top_stats_start_and_restart() {
+    let id = ok(&[
+        "run", "-d", "--name", "worker", "--memory", "64m", IMAGE, "sleep", "600",
+    ]);
+    let id = id.trim();
+    let top = ok(&["top", "worker"]);
+    assert!(top.lines().any(|l| l.ends_with("sleep 600")), "{top}");
+    let stats = ok(&["stats", "--no-stream", "worker"]);
+    assert!(
+        stats.contains("worker") && stats.contains("/ 64.00MiB"),
+        "{stats}"
+    );
+    ok(&["stop", "-t", "1", "worker"]);
+    assert!(ok(&["ps", "-a"])
+        .lines()
+        .any(|l| l.contains("worker") && l.contains("Exited (137)")));
+    ok(&["start", "worker"]);
+    assert!(ok(&["ps"]).contains("worker"), "running again");
+    let boot1 = ok(&["exec", "worker", "cat", "/proc/sys/kernel/random/boot_id"]);
+    ok(&["restart", "-t", "1", "worker"]);
+    let boot2 = ok(&["exec", "worker", "cat", "/proc/sys/kernel/random/boot_id"]);
+    assert_ne!(boot1, boot2, "a restart boots a fresh micro-VM");
+    ok(&["rm", "-f", id]);
+    assert!(!ok(&["ps", "-a"]).contains("worker"));
 }
