@@ -6,6 +6,7 @@
 
 pub mod block;
 pub mod mmio;
+mod queue;
 pub mod rng;
 #[cfg(test)]
 pub(crate) mod test_utils;

@@ -11,8 +11,9 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::Queue;
 
+use super::queue::SingleQueue;
 use super::{device_type, ActivateError, VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1};
 use crate::GuestMemory;
 
@@ -57,12 +58,6 @@ pub enum BlockError {
     },
 }
 
-struct Active {
-    mem: GuestMemory,
-    interrupt: Arc<VirtioInterrupt>,
-    queue: Queue,
-}
-
 /// A virtio-blk device on one image file.
 pub struct Block {
     file: File,
@@ -70,7 +65,7 @@ pub struct Block {
     capacity: u64,
     id: [u8; ID_BYTES],
     config: [u8; 8],
-    active: Option<Active>,
+    active: Option<SingleQueue>,
 }
 
 impl std::fmt::Debug for Block {
@@ -152,42 +147,17 @@ impl Block {
             capacity: self.capacity,
             id: &self.id,
         };
-        let mut used_any = false;
-        // The avail ring holds at most `size` new entries (virtio-queue checks the index);
-        // the bound keeps a guest that refills the ring concurrently from pinning us here.
-        for _ in 0..usize::from(active.queue.size()) * 2 {
-            let chain = match active.queue.iter(&active.mem) {
-                Ok(mut it) => match it.next() {
-                    Some(chain) => chain,
-                    None => break,
-                },
-                Err(e) => {
-                    tracing::warn!("virtio-blk: broken available ring: {e}");
-                    active.interrupt.set_needs_reset();
-                    break;
-                }
-            };
-            let head = chain.head_index();
-            let used_len = match request::execute(&disk, &active.mem, chain) {
+        active.serve(
+            "virtio-blk",
+            |chain, mem, interrupt| match request::execute(&disk, mem, chain) {
                 Ok(len) => len,
                 Err(e) => {
                     tracing::warn!("virtio-blk: request cannot be answered: {e}");
-                    active.interrupt.set_needs_reset();
+                    interrupt.set_needs_reset();
                     0
                 }
-            };
-            if let Err(e) = active.queue.add_used(&active.mem, head, used_len) {
-                tracing::warn!("virtio-blk: cannot fill the used ring: {e}");
-                active.interrupt.set_needs_reset();
-                break;
-            }
-            used_any = true;
-        }
-        if used_any && active.queue.needs_notification(&active.mem).unwrap_or(true) {
-            if let Err(e) = active.interrupt.signal_used_queue() {
-                tracing::warn!("virtio-blk: cannot raise the interrupt: {e}");
-            }
-        }
+            },
+        );
     }
 }
 
@@ -227,15 +197,7 @@ impl VirtioDevice for Block {
         interrupt: Arc<VirtioInterrupt>,
         queues: Vec<Queue>,
     ) -> Result<(), ActivateError> {
-        let got = queues.len();
-        let Some(queue) = queues.into_iter().next().filter(|_| got == 1) else {
-            return Err(ActivateError::QueueCount { want: 1, got });
-        };
-        self.active = Some(Active {
-            mem,
-            interrupt,
-            queue,
-        });
+        self.active = Some(SingleQueue::activate(mem, interrupt, queues)?);
         Ok(())
     }
 

@@ -4,8 +4,9 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::Queue;
 
+use super::queue::SingleQueue;
 use super::{device_type, ActivateError, VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1};
 use crate::GuestMemory;
 
@@ -14,16 +15,10 @@ const QUEUE_SIZE: u16 = 64;
 /// Largest answer to one request; the guest asks again for more.
 pub const MAX_BYTES_PER_REQUEST: usize = 64 * 1024;
 
-struct Active {
-    mem: GuestMemory,
-    interrupt: Arc<VirtioInterrupt>,
-    queue: Queue,
-}
-
 /// The entropy device.
 #[derive(Default)]
 pub struct Rng {
-    active: Option<Active>,
+    active: Option<SingleQueue>,
 }
 
 impl std::fmt::Debug for Rng {
@@ -44,22 +39,9 @@ impl Rng {
         let Some(a) = self.active.as_mut() else {
             return;
         };
-        let mut used_any = false;
         let mut buf = vec![0u8; MAX_BYTES_PER_REQUEST];
-        for _ in 0..usize::from(a.queue.size()) * 2 {
-            let chain = match a.queue.iter(&a.mem) {
-                Ok(mut it) => match it.next() {
-                    Some(c) => c,
-                    None => break,
-                },
-                Err(e) => {
-                    tracing::warn!("virtio-rng: broken available ring: {e}");
-                    a.interrupt.set_needs_reset();
-                    break;
-                }
-            };
-            let head = chain.head_index();
-            let len = match chain.writer(&a.mem) {
+        a.serve("virtio-rng", |chain, mem, _| {
+            let written = match chain.writer(mem) {
                 Ok(mut w) => {
                     let n = w.available_bytes().min(MAX_BYTES_PER_REQUEST);
                     match getrandom::getrandom(&mut buf[..n]) {
@@ -78,21 +60,8 @@ impl Rng {
                     0
                 }
             };
-            if let Err(e) = a
-                .queue
-                .add_used(&a.mem, head, u32::try_from(len).unwrap_or(0))
-            {
-                tracing::warn!("virtio-rng: cannot fill the used ring: {e}");
-                a.interrupt.set_needs_reset();
-                break;
-            }
-            used_any = true;
-        }
-        if used_any && a.queue.needs_notification(&a.mem).unwrap_or(true) {
-            if let Err(e) = a.interrupt.signal_used_queue() {
-                tracing::warn!("virtio-rng: cannot raise the interrupt: {e}");
-            }
-        }
+            u32::try_from(written).unwrap_or(0)
+        });
     }
 }
 
@@ -121,15 +90,7 @@ impl VirtioDevice for Rng {
         interrupt: Arc<VirtioInterrupt>,
         queues: Vec<Queue>,
     ) -> Result<(), ActivateError> {
-        let got = queues.len();
-        let Some(queue) = queues.into_iter().next().filter(|_| got == 1) else {
-            return Err(ActivateError::QueueCount { want: 1, got });
-        };
-        self.active = Some(Active {
-            mem,
-            interrupt,
-            queue,
-        });
+        self.active = Some(SingleQueue::activate(mem, interrupt, queues)?);
         Ok(())
     }
 
