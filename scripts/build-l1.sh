@@ -95,7 +95,6 @@ for d in proc sys dev; do mount --move /$d /host/$d 2>/dev/null || mount -t $d $
 mkdir -p /host/dev/pts /host/dev/shm
 mount -t devpts devpts /host/dev/pts
 mount -t tmpfs tmpfs /host/dev/shm
-mount -t tmpfs -o mode=1777 tmpfs /host/tmp
 mount -t tmpfs tmpfs /host/run
 ip link set lo up 2>/dev/null
 touch "/host$job/started"

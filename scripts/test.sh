@@ -76,7 +76,6 @@ while IFS=$'\t' read -r name exe dir; do
 done <"$tests_list"
 
 section "VM tests (through scripts/with-kvm.sh)"
-# The script must be visible inside the harness machine, whose /tmp is its own.
 vm_script=$(mktemp "$(berth_cache_dir)/vm-tests.XXXXXX")
 {
   echo 'rc=0'

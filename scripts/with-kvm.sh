@@ -9,8 +9,9 @@
 #   machine with nested SVM that loads kvm-amd. The host's whole filesystem is shared
 #   into it with virtiofs and CMD runs chrooted into it, at the same working directory
 #   and with the same environment, so build outputs and test binaries are where they
-#   are on the host. /tmp and /run are fresh tmpfs inside; BERTH_HIDE_X2APIC=1 is set
-#   because SMP guests nested under TCG hang with x2apic.
+#   are on the host (/tmp included: a checkout may live there). /run is a fresh tmpfs
+#   inside; BERTH_HIDE_X2APIC=1 is set because SMP guests nested under TCG hang with
+#   x2apic.
 #
 # A hung command is stopped after --timeout seconds (default 1200): the run then fails
 # with status 124 and says so. BERTH_HARNESS=direct|qemu forces one mode.
