@@ -96,6 +96,7 @@ mkdir -p /host/dev/pts /host/dev/shm
 mount -t devpts devpts /host/dev/pts
 mount -t tmpfs tmpfs /host/dev/shm
 mount -t tmpfs tmpfs /host/run
+mkdir -m 1777 /host/run/tmp
 ip link set lo up 2>/dev/null
 touch "/host$job/started"
 chroot /host /bin/bash -c ". '$job/cmd'" </dev/null >"/host$job/stdout" 2>"/host$job/stderr"

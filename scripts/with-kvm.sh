@@ -10,8 +10,8 @@
 #   into it with virtiofs and CMD runs chrooted into it, at the same working directory
 #   and with the same environment, so build outputs and test binaries are where they
 #   are on the host (/tmp included: a checkout may live there). /run is a fresh tmpfs
-#   inside; BERTH_HIDE_X2APIC=1 is set because SMP guests nested under TCG hang with
-#   x2apic.
+#   inside, and TMPDIR=/run/tmp; BERTH_HIDE_X2APIC=1 is set because SMP guests nested
+#   under TCG hang with x2apic.
 #
 # A hung command is stopped after --timeout seconds (default 1200): the run then fails
 # with status 124 and says so. BERTH_HARNESS=direct|qemu forces one mode.
@@ -77,7 +77,8 @@ trap 'exit 130' INT TERM
 # The job: environment, working directory and command, replayed inside by bash.
 {
   export -p | grep -vE '^declare -x (BASH_[A-Z_]*|SHLVL|OLDPWD|PWD|_)=' || true
-  echo "export BERTH_HIDE_X2APIC=1 BERTH_IN_HARNESS=1"
+  # Temporary files go to a tmpfs inside: virtiofs has no xattrs, which layer images need.
+  echo "export BERTH_HIDE_X2APIC=1 BERTH_IN_HARNESS=1 TMPDIR=/run/tmp"
   printf 'cd %q || exit 125\n' "$PWD"
   printf 'exec'
   printf ' %q' "$@"
