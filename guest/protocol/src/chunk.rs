@@ -13,7 +13,7 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::{FrameError, WireError};
+use crate::{read_body, read_header, FrameError, WireError};
 
 /// Largest payload of one chunk.
 pub const MAX_CHUNK: usize = 1024 * 1024;
@@ -138,30 +138,14 @@ pub async fn read_chunk<R: AsyncRead + Unpin + ?Sized>(
     r: &mut R,
 ) -> Result<Option<Chunk>, FrameError> {
     let mut hdr = [0u8; 5];
-    let mut got = 0;
-    while got < hdr.len() {
-        let n = r.read(&mut hdr[got..]).await?;
-        if n == 0 {
-            return if got == 0 {
-                Ok(None)
-            } else {
-                Err(FrameError::Truncated)
-            };
-        }
-        got += n;
+    if !read_header(r, &mut hdr).await? {
+        return Ok(None);
     }
     let len = u32::from_be_bytes([hdr[1], hdr[2], hdr[3], hdr[4]]) as usize;
     if len > MAX_CHUNK {
         return Err(FrameError::TooLarge(len));
     }
-    let mut payload = vec![0u8; len];
-    r.read_exact(&mut payload).await.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            FrameError::Truncated
-        } else {
-            FrameError::Io(e)
-        }
-    })?;
+    let payload = read_body(r, len).await?;
     match hdr[0] {
         TAG_DATA => Ok(Some(Chunk::Data(payload))),
         TAG_END => Ok(Some(Chunk::End)),

@@ -86,29 +86,33 @@ where
     Ok(())
 }
 
-/// Reads one frame. `Ok(None)` at a clean end of stream (EOF before the length).
-pub async fn read_frame<R, T>(r: &mut R) -> Result<Option<T>, FrameError>
+/// Fills `hdr` from `r`. `Ok(false)` at a clean end of stream (EOF before any byte); an EOF
+/// inside the header is [`FrameError::Truncated`].
+pub(crate) async fn read_header<R>(r: &mut R, hdr: &mut [u8]) -> Result<bool, FrameError>
 where
     R: AsyncRead + Unpin + ?Sized,
-    T: DeserializeOwned,
 {
-    let mut len = [0u8; 4];
     let mut got = 0;
-    while got < 4 {
-        let n = r.read(&mut len[got..]).await?;
+    while got < hdr.len() {
+        let n = r.read(&mut hdr[got..]).await?;
         if n == 0 {
             return if got == 0 {
-                Ok(None)
+                Ok(false)
             } else {
                 Err(FrameError::Truncated)
             };
         }
         got += n;
     }
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge(len));
-    }
+    Ok(true)
+}
+
+/// Reads a body of `len` bytes (already checked against its limit); an early EOF is
+/// [`FrameError::Truncated`].
+pub(crate) async fn read_body<R>(r: &mut R, len: usize) -> Result<Vec<u8>, FrameError>
+where
+    R: AsyncRead + Unpin + ?Sized,
+{
     let mut body = vec![0u8; len];
     r.read_exact(&mut body).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -117,6 +121,24 @@ where
             FrameError::Io(e)
         }
     })?;
+    Ok(body)
+}
+
+/// Reads one frame. `Ok(None)` at a clean end of stream (EOF before the length).
+pub async fn read_frame<R, T>(r: &mut R) -> Result<Option<T>, FrameError>
+where
+    R: AsyncRead + Unpin + ?Sized,
+    T: DeserializeOwned,
+{
+    let mut len = [0u8; 4];
+    if !read_header(r, &mut len).await? {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    let body = read_body(r, len).await?;
     Ok(Some(serde_json::from_slice(&body)?))
 }
 

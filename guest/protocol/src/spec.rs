@@ -126,6 +126,25 @@ pub fn docker_default_capabilities() -> LinuxCapabilities {
     c
 }
 
+/// The namespaces docker gives a container: pid, network, ipc, uts, mount and cgroup.
+pub fn docker_namespaces() -> Vec<LinuxNamespace> {
+    [
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Network,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Cgroup,
+    ]
+    .into_iter()
+    .map(|t| {
+        let mut n = LinuxNamespace::default();
+        n.set_typ(t);
+        n
+    })
+    .collect()
+}
+
 /// What the host wants to run, in docker's terms.
 #[derive(Debug, Clone, Default)]
 pub struct RunConfig {
@@ -178,21 +197,7 @@ pub fn docker_spec(cfg: &RunConfig) -> Spec {
         .expect("every field of the rlimit is set");
     p.set_rlimits(Some(vec![nofile]));
 
-    let namespaces = [
-        LinuxNamespaceType::Pid,
-        LinuxNamespaceType::Network,
-        LinuxNamespaceType::Ipc,
-        LinuxNamespaceType::Uts,
-        LinuxNamespaceType::Mount,
-        LinuxNamespaceType::Cgroup,
-    ]
-    .into_iter()
-    .map(|t| {
-        let mut n = LinuxNamespace::default();
-        n.set_typ(t);
-        n
-    })
-    .collect::<Vec<_>>();
+    let namespaces = docker_namespaces();
 
     let mut res = LinuxResources::default();
     if let Some(m) = cfg.memory_bytes {
