@@ -459,29 +459,10 @@ fn prepare_staged(store: &Store, staging: &mut Staging, found: &[Found]) -> Resu
         }
     }
     let dir = staging.dir().to_path_buf();
-    let results: Vec<Result<(Digest, PathBuf, u64)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = jobs
-            .iter()
-            .map(|(blob, diff)| {
-                let dir = &dir;
-                s.spawn(move || {
-                    let out = dir.join(format!("layer-{}.erofs", diff.hex()));
-                    let size = crate::layer::build_layer_image(blob, diff, dir, &out)?;
-                    Ok((diff.clone(), out, size))
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(Error::BadLayer {
-                        layer: "?".into(),
-                        reason: "layer preparation thread panicked".into(),
-                    })
-                })
-            })
-            .collect()
+    let results = crate::layer::for_each_layer(&jobs, |(blob, diff)| {
+        let out = dir.join(format!("layer-{}.erofs", diff.hex()));
+        let size = crate::layer::build_layer_image(blob, diff, &dir, &out)?;
+        Ok((diff.clone(), out, size))
     });
     for r in results {
         let (diff, out, size) = r?;

@@ -612,25 +612,35 @@ impl Store {
             .layers()
             .map(|(d, diff)| (d.digest.clone(), diff.clone()))
             .collect();
-        let results: Vec<Result<PathBuf>> = std::thread::scope(|s| {
-            let handles: Vec<_> = layers
-                .iter()
-                .map(|(blob, diff)| s.spawn(move || self.ensure_layer_image(blob, diff)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(Error::BadLayer {
-                            layer: "?".into(),
-                            reason: "layer preparation thread panicked".into(),
-                        })
+        for_each_layer(&layers, |(blob, diff)| self.ensure_layer_image(blob, diff))
+            .into_iter()
+            .collect()
+    }
+}
+
+/// Runs `work` on every layer at once, one thread each, and returns the results in order;
+/// a thread that panicked becomes an error.
+pub(crate) fn for_each_layer<I, T, F>(layers: &[I], work: F) -> Vec<Result<T>>
+where
+    I: Sync,
+    T: Send,
+    F: Fn(&I) -> Result<T> + Sync,
+{
+    let work = &work;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = layers.iter().map(|l| s.spawn(move || work(l))).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(Error::BadLayer {
+                        layer: "?".into(),
+                        reason: "layer preparation thread panicked".into(),
                     })
                 })
-                .collect()
-        });
-        results.into_iter().collect()
-    }
+            })
+            .collect()
+    })
 }
 
 #[cfg(test)]
