@@ -81,7 +81,9 @@ vm_script=$(mktemp "$(berth_cache_dir)/vm-tests.XXXXXX")
   echo 'rc=0'
   while IFS=$'\t' read -r name exe dir; do
     case "$name" in vm_*) ;; *) continue ;; esac
-    printf 'echo "---- %s"; (cd %q && %q --include-ignored --test-threads=1) || rc=1\n' "$name" "$dir" "$exe"
+    # Each binary has its own limit, so one hung test still lets the others report.
+    printf 'echo "---- %s"; (cd %q && timeout -k 10 %s %q --include-ignored --test-threads=1) || rc=1\n' \
+      "$name" "$dir" "${BERTH_VM_BINARY_TIMEOUT:-1200}" "$exe"
   done <"$tests_list"
   echo 'exit $rc'
 } >"$vm_script"

@@ -31,3 +31,65 @@ pub fn berth_bin() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target/debug/berth"))
 }
+
+/// What a command left when it outran its deadline: the output so far.
+#[derive(Debug)]
+pub struct Overran {
+    /// The output up to the kill (status is the kill's).
+    pub output: std::process::Output,
+}
+
+/// Waits for `child` at most `limit`, reading its stdout and stderr as they come (so a
+/// chatty child cannot block on a full pipe); kills it when the limit passes.
+pub fn output_within(
+    mut child: std::process::Child,
+    limit: std::time::Duration,
+) -> Result<std::process::Output, Overran> {
+    use std::io::Read;
+    fn drain(r: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
+    let started = std::time::Instant::now();
+    let mut overran = false;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for the child") {
+            break s;
+        }
+        if started.elapsed() > limit {
+            overran = true;
+            let _ = child.kill();
+            break child.wait().expect("wait for the killed child");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    // Grandchildren may hold the pipes open: the readers get a moment, not forever.
+    let collect = |h: std::thread::JoinHandle<Vec<u8>>| {
+        let t = std::time::Instant::now();
+        while !h.is_finished() && t.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if h.is_finished() {
+            h.join().unwrap_or_default()
+        } else {
+            b"<the output pipe is still held open by another process>".to_vec()
+        }
+    };
+    let output = std::process::Output {
+        status,
+        stdout: collect(out),
+        stderr: collect(err),
+    };
+    if overran {
+        Err(Overran { output })
+    } else {
+        Ok(output)
+    }
+}

@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use berth_tests::{repo_root, required_path};
+use berth_tests::{output_within, repo_root, required_path};
 
 /// How long one VM may take (nested virtualization under TCG is slow).
 const VM_TIMEOUT: Duration = Duration::from_secs(240);
@@ -352,11 +352,21 @@ fn bad_host_input_is_refused_before_the_vm_starts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let kernel = required_path("BERTH_KERNEL");
     let run = |args: &[&str]| {
-        let out = Command::new(berth_bin())
+        let child = Command::new(berth_bin())
             .args(["vm", "run"])
             .args(args)
-            .output()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("run berth");
+        // Refusals come before any VM starts: a run that boots one overruns this.
+        let out = output_within(child, Duration::from_secs(60)).unwrap_or_else(|o| {
+            panic!(
+                "berth vm run {args:?} started a VM instead of refusing: {}",
+                String::from_utf8_lossy(&o.output.stderr)
+            )
+        });
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stderr).to_string(),

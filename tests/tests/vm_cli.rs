@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use berth_tests::{berth_bin, required_path};
+use berth_tests::{berth_bin, output_within, required_path, Overran};
 
 const IMAGE: &str = "berth.local/busybox:latest";
 
@@ -39,8 +39,17 @@ fn cmd(root: &Path) -> Command {
 }
 
 fn berth(args: &[&str]) -> Output {
-    cmd(root()).args(args).output().expect("run berth")
+    let child = cmd(root())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run berth");
+    finish_named(child, COMMAND_LIMIT, &format!("berth {args:?}"))
 }
+
+/// No single berth command of these tests takes this long, even nested under emulation.
+const COMMAND_LIMIT: Duration = Duration::from_secs(300);
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -62,21 +71,48 @@ fn ok(args: &[&str]) -> String {
 /// Waits for a spawned berth with a deadline, so that a hang fails the test instead of
 /// stalling the suite.
 #[track_caller]
-fn finish(mut child: std::process::Child, limit: Duration) -> Output {
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let out = finish(child, Duration::from_secs(120));
-            panic!(
-                "berth did not end within {limit:?}:\nstdout: {}\nstderr: {}",
-                text(&out.stdout),
-                text(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
+fn finish(child: std::process::Child, limit: Duration) -> Output {
+    finish_named(child, limit, "berth")
+}
+
+#[track_caller]
+fn finish_named(child: std::process::Child, limit: Duration, what: &str) -> Output {
+    match output_within(child, limit) {
+        Ok(out) => out,
+        Err(Overran { output }) => panic!(
+            "{what} did not end within {limit:?}:\nstdout: {}\nstderr: {}\n{}",
+            text(&output.stdout),
+            text(&output.stderr),
+            diagnostics()
+        ),
     }
-    child.wait_with_output().unwrap()
+}
+
+/// The tail of every container's console, VMM and container log, and the processes
+/// running: what explains a hang.
+fn diagnostics() -> String {
+    let mut s = String::new();
+    let dirs = std::fs::read_dir(root().join("containers"))
+        .into_iter()
+        .flatten()
+        .flatten();
+    for d in dirs {
+        for name in ["console.log", "vmm.log", "container.log"] {
+            let path = d.path().join(name);
+            if let Ok(t) = std::fs::read_to_string(&path) {
+                let lines: Vec<&str> = t.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(25)..];
+                s += &format!("--- {}\n{}\n", path.display(), tail.join("\n"));
+            }
+        }
+    }
+    if let Ok(ps) = Command::new("ps")
+        .args(["-eo", "pid,ppid,stat,args"])
+        .output()
+    {
+        s += &format!("--- ps\n{}", text(&ps.stdout));
+    }
+    s
 }
 
 fn container_dirs() -> usize {
