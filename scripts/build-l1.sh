@@ -98,6 +98,22 @@ mount -t tmpfs tmpfs /host/dev/shm
 mount -t tmpfs tmpfs /host/run
 mkdir -m 1777 /host/run/tmp
 ip link set lo up 2>/dev/null
+# Pin KVM's static keys (preempt notifiers, the APIC's software-disabled count) on with one
+# idle VM for the whole job. Otherwise every first VM and every last one patches live
+# kernel text, __schedule included, and QEMU's multi-threaded TCG can livelock the L1 in
+# that patching: one vCPU spins on a lock with interrupts off while the other loops on
+# the int3 of a stale translation. Seen about once per 70 nested boots before this.
+chroot /host python3 -c '
+import fcntl, os, signal
+kvm = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+vm = fcntl.ioctl(kvm, 0xAE01, 0)      # KVM_CREATE_VM
+fcntl.ioctl(vm, 0xAE60, 0)            # KVM_CREATE_IRQCHIP
+fcntl.ioctl(vm, 0xAE41, 0)            # KVM_CREATE_VCPU: its local APIC
+open("/run/berth-kvm-keeper.ready", "w").close()
+signal.pause()
+' </dev/null >/dev/console 2>&1 &
+for _ in $(seq 50); do [ -e /host/run/berth-kvm-keeper.ready ] && break; sleep 0.1; done
+[ -e /host/run/berth-kvm-keeper.ready ] || echo "l1: the KVM keeper did not start"
 touch "/host$job/started"
 chroot /host /bin/bash -c ". '$job/cmd'" </dev/null >"/host$job/stdout" 2>"/host$job/stderr"
 echo $? >"/host$job/status.tmp" && mv "/host$job/status.tmp" "/host$job/status"

@@ -108,12 +108,36 @@ start_l1() {
   [ -S "$job/vfs.sock" ] || { cat "$job/virtiofsd.log" >&2; echo "with-kvm: virtiofsd did not start" >&2; exit 125; }
   qemu-system-x86_64 -accel tcg,thread=multi -smp "$cpus" -cpu EPYC,+svm,+npt -M microvm,memory-backend=mem \
     -object memory-backend-memfd,id=mem,size="${memory_mib}M",share=on -m "${memory_mib}M" \
-    -nographic -no-reboot -monitor none -serial "file:$job/console.log" \
+    -nographic -no-reboot -monitor "unix:$job/monitor.sock,server=on,wait=off" -serial "file:$job/console.log" \
     -kernel "$l1/vmlinux" -initrd "$l1/initrd.cpio.gz" \
     -append "console=ttyS0 panic=-1 lpj=5000000 no_timer_check $tsc_args berth.job=$job" \
     -chardev socket,id=vfs,path="$job/vfs.sock" -device vhost-user-fs-device,chardev=vfs,tag=hostroot \
     >"$job/qemu.log" 2>&1 &
   qemu_pid=$!
+}
+
+# Where L1's vCPUs are (RIP, flags) from QEMU's monitor: what tells a hung L1 kernel from
+# a slow job.
+vcpu_state() {
+  python3 - "$job/monitor.sock" <<'PY'
+import re, socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(2)
+s.connect(sys.argv[1])
+s.sendall(b"info registers -a\n")
+out, end = b"", time.time() + 3
+while time.time() < end:
+    try:
+        d = s.recv(65536)
+    except socket.timeout:
+        break
+    if not d:
+        break
+    out += d
+text = out.decode(errors="replace")
+for cpu, rip, rfl in re.findall(r"CPU#(\d+).*?RIP=([0-9a-f]+) RFL=(\S+ \[.*?\])", text, re.S):
+    print(f"vCPU {cpu}: RIP={rip} RFLAGS={rfl}")
+PY
 }
 
 # The host's TSC rate, handed to L1 so that it never has to calibrate against the PIT.
@@ -131,6 +155,7 @@ for attempt in 1 2 3; do
     now=$(date +%s)
     if [ "$now" -ge "$deadline" ]; then
       timed_out=1
+      vcpu_state >"$job/vcpus" 2>&1 || true
       kill -9 "$qemu_pid" 2>/dev/null
       break
     fi
@@ -155,6 +180,10 @@ if [ $timed_out -eq 1 ]; then
   echo "with-kvm: '$1' did not finish within ${timeout_s}s inside the QEMU L1 machine; it was stopped" >&2
   echo "with-kvm: last lines of the L1 console:" >&2
   tail -n 15 "$job/console.log" >&2 || true
+  if [ -s "$job/vcpus" ]; then
+    echo "with-kvm: where the L1 vCPUs were:" >&2
+    cat "$job/vcpus" >&2
+  fi
   exit 124
 fi
 if [ ! -s "$job/status" ]; then

@@ -55,6 +55,14 @@ fn a_hung_command_is_stopped_by_the_timeout() {
         stderr.contains("did not finish within 40s"),
         "a clear message: {stderr}"
     );
+    if stderr.contains("inside the QEMU L1 machine") {
+        // Under emulation the report says where L1's vCPUs were, to tell a hung L1
+        // kernel from a slow job.
+        assert!(
+            stderr.contains("where the L1 vCPUs were") && stderr.contains("vCPU 1: RIP="),
+            "the vCPUs' state: {stderr}"
+        );
+    }
     assert!(
         started.elapsed() < Duration::from_secs(120),
         "stopped near its timeout, took {:?}",
