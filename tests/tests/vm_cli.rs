@@ -307,15 +307,46 @@ fn rm_flag_leaves_nothing_behind() {
     ok(&["run", "--rm", "--name", "ephemeral", IMAGE, "true"]);
     assert_eq!(container_dirs(), before, "no container folder left");
     assert!(!ok(&["ps", "-a"]).contains("ephemeral"));
-    let vmms = Command::new("pgrep")
-        .args(["-f", "vm run --kernel"])
-        .output()
-        .unwrap();
-    let pids = text(&vmms.stdout);
-    // Other tests' detached containers may run; none may belong to this root's removed one.
-    for pid in pids.lines() {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        assert!(!text(&cmdline).contains("ephemeral"));
+    assert_no_orphan_vmms();
+}
+
+/// Every VMM process of this root belongs to a container that still exists: a removed
+/// container (or a files-only boot) leaves no micro-VM running.
+fn assert_no_orphan_vmms() {
+    let containers = root().join("containers");
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline.split(|b| *b == 0).map(text).collect();
+        let is_vmm = args.first().is_some_and(|a| a.ends_with("berth-vmm"))
+            || args.get(1).is_some_and(|a| a == "vmm");
+        let config = args
+            .iter()
+            .position(|a| a == "--config")
+            .and_then(|i| args.get(i + 1));
+        if let (true, Some(config)) = (is_vmm, config) {
+            let config = Path::new(config);
+            if config.starts_with(&containers) {
+                let dir = config.parent().unwrap();
+                assert!(
+                    dir.exists(),
+                    "VMM {:?} runs for removed container {}",
+                    entry.file_name(),
+                    dir.display()
+                );
+                let record: serde_json::Value = serde_json::from_slice(
+                    &std::fs::read(dir.join("record.json")).unwrap_or_default(),
+                )
+                .unwrap_or_default();
+                let pid = entry.file_name().to_string_lossy().parse::<u64>().ok();
+                assert_eq!(
+                    record["state"]["vmm"]["pid"].as_u64(),
+                    pid,
+                    "a VMM runs without its container knowing: {record}"
+                );
+            }
+        }
     }
 }
 
@@ -364,6 +395,102 @@ fn cp_copies_both_ways() {
     ok(&["cp", &format!("{id}:/tmp/out.txt"), dst.to_str().unwrap()]);
     assert_eq!(std::fs::read_to_string(&dst).unwrap(), "from the guest\n");
     ok(&["rm", "-f", id]);
+}
+
+#[test]
+#[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
+fn cp_and_commit_reach_created_and_exited_containers() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("greeting");
+    std::fs::write(&src, "put there before the start\n").unwrap();
+    ok(&[
+        "create",
+        "--name",
+        "unstarted",
+        IMAGE,
+        "sh",
+        "-c",
+        "cat /greeting; echo ran > /ran",
+    ]);
+    ok(&["cp", src.to_str().unwrap(), "unstarted:/greeting"]);
+    let line = |name: &str| {
+        ok(&["ps", "-a"])
+            .lines()
+            .find(|l| l.ends_with(name))
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    assert!(
+        line("unstarted").contains("Created"),
+        "{}",
+        line("unstarted")
+    );
+
+    // Attached, like docker start -a: the output here, and the container's code.
+    assert_eq!(
+        ok(&["start", "-a", "unstarted"]),
+        "put there before the start\n"
+    );
+    assert_eq!(ok(&["wait", "unstarted"]).trim(), "0");
+    assert_eq!(ok(&["logs", "unstarted"]), "put there before the start\n");
+
+    let dst = dir.path().join("ran");
+    ok(&["cp", "unstarted:/ran", dst.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&dst).unwrap(), "ran\n");
+    assert!(
+        line("unstarted").contains("Exited (0)"),
+        "a copy leaves the state as it was: {}",
+        line("unstarted")
+    );
+    let out = berth(&["cp", "unstarted:/nowhere", dst.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("/nowhere"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    ok(&["create", "--name", "sevens", IMAGE, "sh", "-c", "exit 7"]);
+    assert_eq!(berth(&["start", "-a", "sevens"]).status.code(), Some(7));
+    ok(&[
+        "create", "-i", "--name", "echoer", IMAGE, "tr", "a-z", "A-Z",
+    ]);
+    let mut child = cmd(root())
+        .args(["start", "-a", "-i", "echoer"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"piped in\n")
+        .unwrap();
+    let out = finish(child, Duration::from_secs(120));
+    assert_eq!(
+        (out.status.code(), text(&out.stdout).as_str()),
+        (Some(0), "PIPED IN\n"),
+        "{}",
+        text(&out.stderr)
+    );
+    ok(&["rm", "sevens", "echoer"]);
+
+    ok(&["commit", "unstarted", "berth.local/unstarted:v1"]);
+    ok(&["rm", "unstarted"]);
+    assert_eq!(
+        ok(&[
+            "run",
+            "--rm",
+            "berth.local/unstarted:v1",
+            "cat",
+            "/greeting",
+            "/ran"
+        ]),
+        "put there before the start\nran\n"
+    );
+    assert_no_orphan_vmms();
 }
 
 #[test]

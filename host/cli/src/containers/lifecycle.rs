@@ -8,12 +8,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use berth_containers::{now, ContainerRecord, RunSpec, Store, VmmProcess};
+use berth_containers::{now, ContainerRecord, RunSpec, Status, Store, VmmProcess};
 use berth_protocol::chunk::{read_chunk, Chunk};
 use berth_protocol::spec::{docker_spec, RunConfig};
 use berth_protocol::{
     Client, ClientError, CreateRequest, ProcessRef, Source, StdioOptions, StreamTarget,
 };
+use tokio::signal::unix::{signal, SignalKind};
 
 use super::image::{self, PreparedImage};
 use super::logfile::LogWriter;
@@ -274,6 +275,7 @@ async fn boot(
     ctx: &Ctx,
     record: &ContainerRecord,
     mut timings: Option<&mut Timings>,
+    purpose: Purpose,
 ) -> Result<Booted> {
     let img = image::prepare_local(&ctx.root, &record.spec.image_id, &record.spec.image)?;
     if let Some(t) = timings.as_deref_mut() {
@@ -284,12 +286,15 @@ async fn boot(
     if let Some(t) = timings.as_deref_mut() {
         t.mark("VMM started");
     }
+    let previous_vmm = record.state.vmm;
     ctx.store.update(&record.id, |r| {
         r.state.vmm = Some(vmm);
-        r.state.started_at = Some(now());
-        r.state.finished_at = None;
-        r.state.exit_code = None;
-        r.state.error = None;
+        if purpose == Purpose::Run {
+            r.state.started_at = Some(now());
+            r.state.finished_at = None;
+            r.state.exit_code = None;
+            r.state.error = None;
+        }
     })?;
     let result = async {
         let client = vm::connect_agent(&files, Some(vmm), vm::agent_timeout()).await?;
@@ -321,9 +326,93 @@ async fn boot(
     .await;
     if let Err(e) = &result {
         vm::kill_vmm(vmm);
-        finish(ctx, record, None, Some(format!("{e:#}")))?;
+        match purpose {
+            Purpose::Run => finish(ctx, record, None, Some(format!("{e:#}")))?,
+            Purpose::Files => restore_vmm(ctx, &record.id, previous_vmm),
+        }
     }
     result
+}
+
+/// Why a container's VM boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// To run the container: it becomes running, with a new start time.
+    Run,
+    /// To reach the files of a stopped container (`cp`, `commit`): its process is never
+    /// started and its recorded state stays as it was.
+    Files,
+}
+
+/// Puts back the VMM a record named before a files-only boot.
+fn restore_vmm(ctx: &Ctx, id: &str, previous: Option<VmmProcess>) {
+    let _ = ctx.store.update(id, |r| r.state.vmm = previous);
+}
+
+/// A container's files, reachable through an agent: its own VM when it runs, else a VM
+/// booted for the purpose (the container is created there but never started).
+pub struct FilesAccess {
+    /// The container.
+    pub record: ContainerRecord,
+    /// Its VM's files.
+    pub files: VmFiles,
+    /// The agent.
+    pub client: Client,
+    /// Set when the VM was booted for this access: it is powered off at the end.
+    booted: Option<(VmmProcess, Option<VmmProcess>)>,
+}
+
+impl FilesAccess {
+    /// Reaches the files of container `name`, running or not.
+    pub async fn open(ctx: &Ctx, name: &str) -> Result<Self> {
+        let record = ctx.store.resolve(name)?;
+        let files = ctx.files(&record);
+        if record.status() == Status::Running {
+            let client = vm::connect_agent(&files, record.state.vmm, Duration::from_secs(10))
+                .await
+                .with_context(|| format!("reach the micro-VM of {}", record.name))?;
+            return Ok(Self {
+                record,
+                files,
+                client,
+                booted: None,
+            });
+        }
+        let previous = record.state.vmm;
+        let booted = boot(ctx, &record, None, Purpose::Files)
+            .await
+            .with_context(|| format!("boot a micro-VM to reach the files of {}", record.name))?;
+        Ok(Self {
+            record,
+            files,
+            client: booted.client,
+            booted: Some((booted.vmm, previous)),
+        })
+    }
+
+    /// Runs `op` on the files; a VM booted for it is powered off afterwards, also when
+    /// berth is interrupted meanwhile.
+    pub async fn run<T>(
+        self,
+        ctx: &Ctx,
+        op: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let result = if self.booted.is_some() {
+            let mut term = signal(SignalKind::terminate())?;
+            tokio::select! {
+                r = op => r,
+                _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+                _ = term.recv() => Err(anyhow::anyhow!("terminated")),
+            }
+        } else {
+            op.await
+        };
+        if let Some((vmm, previous)) = self.booted {
+            vm::shutdown(Some(&self.client), Some(vmm)).await;
+            restore_vmm(ctx, &self.record.id, previous);
+        }
+        result
+    }
 }
 
 /// Records that a container ended; removes it when it was run with `--rm`.
@@ -391,7 +480,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     let spec = build_spec(&args.create, &img)?;
     let record = ctx.store.create(args.create.name.as_deref(), spec)?;
     image::pin(&ctx.root, &record.spec.image_id, &record.id)?;
-    let booted = boot(&ctx, &record, Some(&mut timings)).await?;
+    let booted = boot(&ctx, &record, Some(&mut timings), Purpose::Run).await?;
     let init = ProcessRef::init(record.id.clone());
 
     if args.detach {
@@ -405,15 +494,31 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         return Ok(0);
     }
 
+    let code = foreground(&ctx, &record, booted, record.spec.interactive, &mut timings).await;
+    if args.timings {
+        timings.print();
+    }
+    code
+}
+
+/// Runs a booted container's process attached to this terminal, powers its VM off and
+/// records the end: `run` without `-d`, and `start -a`.
+async fn foreground(
+    ctx: &Ctx,
+    record: &ContainerRecord,
+    booted: Booted,
+    interactive: bool,
+    timings: &mut Timings,
+) -> Result<i32> {
     let log = LogWriter::open(&booted.files.logs())
         .with_context(|| format!("open {}", booted.files.logs().display()))?;
     let outcome = stdio::attach(
         &booted.files,
         &booted.client,
-        init,
+        ProcessRef::init(record.id.clone()),
         stdio::Mode {
             tty: record.spec.tty,
-            interactive: record.spec.interactive,
+            interactive: interactive && record.spec.interactive,
             start: true,
         },
         Some(log),
@@ -422,12 +527,9 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     timings.mark("container ran");
     vm::shutdown(Some(&booted.client), Some(booted.vmm)).await;
     timings.mark("VM powered off");
-    if args.timings {
-        timings.print();
-    }
     match outcome {
         Ok(code) => {
-            finish(&ctx, &record, Some(code), None)?;
+            finish(ctx, record, Some(code), None)?;
             Ok(code)
         }
         Err(e) => {
@@ -443,10 +545,27 @@ pub async fn run(args: RunArgs) -> Result<i32> {
             } else {
                 e
             };
-            finish(&ctx, &record, None, Some(format!("{e:#}")))?;
+            finish(ctx, record, None, Some(format!("{e:#}")))?;
             Err(e)
         }
     }
+}
+
+/// `berth start -a [-i]`: starts one container attached to this terminal; its exit code
+/// is berth's.
+pub async fn start_attached(name: &str, interactive: bool) -> Result<i32> {
+    let ctx = Ctx::open()?;
+    let record = ctx.store.resolve(name)?;
+    if record.status() == Status::Running {
+        bail!(
+            "container {} is already running: use `berth logs -f {}` to follow it",
+            record.name,
+            record.name
+        );
+    }
+    let mut timings = Timings::new();
+    let booted = boot(&ctx, &record, None, Purpose::Run).await?;
+    foreground(&ctx, &record, booted, interactive, &mut timings).await
 }
 
 /// `berth start`: boots each stopped container's VM and starts it in the background.
@@ -459,7 +578,7 @@ pub async fn start_all(names: &[String]) -> Result<i32> {
             if record.status() == berth_containers::Status::Running {
                 return Ok(());
             }
-            let booted = boot(&ctx, &record, None).await?;
+            let booted = boot(&ctx, &record, None, Purpose::Run).await?;
             if let Err(e) = booted
                 .client
                 .start(ProcessRef::init(record.id.clone()))

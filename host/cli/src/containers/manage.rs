@@ -12,7 +12,7 @@ use berth_protocol::spec::{docker_spec, RunConfig};
 use berth_protocol::{Client, ExecRequest, ProcessRef, StdioOptions, StreamTarget};
 
 use super::image;
-use super::lifecycle::{finish, merge_env, Ctx};
+use super::lifecycle::{finish, merge_env, Ctx, FilesAccess};
 use super::logfile;
 use super::stdio;
 use super::vm::{self, VmFiles};
@@ -566,7 +566,9 @@ pub async fn cp(src: &str, dst: &str) -> Result<i32> {
     let ctx = Ctx::open()?;
     match (container_path(src), container_path(dst)) {
         (Some((c, path)), None) => {
-            let (record, files, _client) = running(&ctx, c).await?;
+            let access = FilesAccess::open(&ctx, c).await?;
+            let (record, files) = (access.record.clone(), access.files.clone());
+            access.run(&ctx, async {
             let mut stream = vm::open_stream(
                 &files,
                 StreamTarget::CopyOut {
@@ -583,11 +585,15 @@ pub async fn cp(src: &str, dst: &str) -> Result<i32> {
                     Err(f) => anyhow::Error::new(f),
                 })
                 .with_context(|| format!("copy {path} out of {}", record.name))?;
-            unpack_to(&tar_bytes, Path::new(dst))?;
+            unpack_to(&tar_bytes, Path::new(dst))
+            })
+            .await?;
         }
         (None, Some((c, path))) => {
-            let (record, files, _client) = running(&ctx, c).await?;
             let (dir, tar_bytes) = pack_for(Path::new(src), path)?;
+            let access = FilesAccess::open(&ctx, c).await?;
+            let (record, files) = (access.record.clone(), access.files.clone());
+            access.run(&ctx, async {
             let mut stream = vm::open_stream(
                 &files,
                 StreamTarget::CopyIn {
@@ -603,6 +609,9 @@ pub async fn cp(src: &str, dst: &str) -> Result<i32> {
             {
                 return Err(anyhow::Error::new(w).context(format!("copy into {}", record.name)));
             }
+            Ok(())
+            })
+            .await?;
         }
         _ => bail!("copying needs exactly one side in CONTAINER:PATH form, like `berth cp web:/etc/hosts ./hosts`"),
     }
@@ -668,24 +677,28 @@ fn unpack_to(tar_bytes: &[u8], dst: &Path) -> Result<()> {
 /// `berth commit`: the container's upper layer becomes a new image layer.
 pub async fn commit(name: &str, image_ref: &str) -> Result<i32> {
     let ctx = Ctx::open()?;
-    let (record, files, _client) = running(&ctx, name)
-        .await
-        .context("berth commits running containers: start it first")?;
-    let mut stream = vm::open_stream(
-        &files,
-        StreamTarget::Commit {
-            container: record.id.clone(),
-        },
-    )
-    .await?;
-    let mut layer = Vec::new();
-    receive_all(&mut stream, &mut layer)
-        .await
-        .map_err(|e| match e {
-            Ok(w) => anyhow::Error::new(w),
-            Err(f) => anyhow::Error::new(f),
+    let access = FilesAccess::open(&ctx, name).await?;
+    let (record, files) = (access.record.clone(), access.files.clone());
+    let layer = access
+        .run(&ctx, async {
+            let mut stream = vm::open_stream(
+                &files,
+                StreamTarget::Commit {
+                    container: record.id.clone(),
+                },
+            )
+            .await?;
+            let mut layer = Vec::new();
+            receive_all(&mut stream, &mut layer)
+                .await
+                .map_err(|e| match e {
+                    Ok(w) => anyhow::Error::new(w),
+                    Err(f) => anyhow::Error::new(f),
+                })
+                .with_context(|| format!("read the changes of {}", record.name))?;
+            Ok(layer)
         })
-        .with_context(|| format!("read the changes of {}", record.name))?;
+        .await?;
     let id = image::commit(&ctx.root, &record, &layer, image_ref)?;
     println!("{id}");
     Ok(0)

@@ -157,8 +157,14 @@ pub enum ContainerCommand {
         #[arg(required = true)]
         containers: Vec<String>,
     },
-    /// Start stopped containers (in the background)
+    /// Start stopped containers (in the background, or attached with -a)
     Start {
+        /// Attach stdout and stderr, and exit with the container's code
+        #[arg(short = 'a', long)]
+        attach: bool,
+        /// Attach stdin too (the container must have been created with -i)
+        #[arg(short = 'i', long)]
+        interactive: bool,
         /// The containers
         #[arg(required = true)]
         containers: Vec<String>,
@@ -259,7 +265,20 @@ pub fn main(cmd: ContainerCommand) -> ExitCode {
             ContainerCommand::Kill { signal, containers } => {
                 manage::kill_all(&containers, &signal).await
             }
-            ContainerCommand::Start { containers } => lifecycle::start_all(&containers).await,
+            ContainerCommand::Start {
+                attach,
+                interactive,
+                containers,
+            } => {
+                if attach || interactive {
+                    let [one] = containers.as_slice() else {
+                        anyhow::bail!("you cannot start and attach multiple containers at once");
+                    };
+                    lifecycle::start_attached(one, interactive).await
+                } else {
+                    lifecycle::start_all(&containers).await
+                }
+            }
             ContainerCommand::Restart { time, containers } => {
                 manage::stop_all(&containers, time).await?;
                 lifecycle::start_all(&containers).await
