@@ -210,8 +210,25 @@ fn env_workdir_and_user_are_applied() {
         "echo $GREETING; pwd; id -u; id -g",
     ]);
     assert_eq!(out, "ahoy\n/tmp\n1000\n1000\n");
-    let out = ok(&["run", "--rm", "--hostname", "harbour", IMAGE, "hostname"]);
-    assert_eq!(out, "harbour\n");
+    let out = ok(&[
+        "run",
+        "--rm",
+        "--hostname",
+        "harbour",
+        IMAGE,
+        "sh",
+        "-c",
+        "hostname; cat /etc/hostname; grep -w harbour /etc/hosts; grep -w localhost /etc/hosts | head -1",
+    ]);
+    assert_eq!(
+        out,
+        "harbour\nharbour\n127.0.1.1\tharbour\n127.0.0.1\tlocalhost\n"
+    );
+    // Without --hostname, docker's: the short ID, in /etc/hostname too.
+    let id = ok(&["create", IMAGE, "cat", "/etc/hostname"]);
+    let id = id.trim();
+    assert_eq!(ok(&["start", "-a", id]), format!("{}\n", &id[..12]));
+    ok(&["rm", id]);
 }
 
 #[test]

@@ -224,6 +224,8 @@ pub struct Agent {
     procs: Mutex<HashMap<ProcessRef, Arc<Proc>>>,
     /// Child reaping.
     pub reaper: Reaper,
+    /// Per-container `/etc/hosts` and `/etc/hostname` (see [`crate::etc`]).
+    etc_root: PathBuf,
     started: Instant,
     /// Running as the guest's PID 1.
     pub pid1: bool,
@@ -388,7 +390,10 @@ async fn blocking<T: Send + 'static>(
 impl Agent {
     /// An agent keeping container state under `state_dir`.
     pub fn new(state_dir: PathBuf, pid1: bool) -> Arc<Agent> {
+        // The per-container /etc files live beside the runtime's state, not in it.
+        let etc_root = PathBuf::from(format!("{}-etc", state_dir.display()));
         Arc::new(Agent {
+            etc_root,
             rt: Arc::new(Mutex::new(Runtime::new(berth_runtime::RuntimeConfig {
                 state_root: state_dir,
                 ..Default::default()
@@ -593,7 +598,15 @@ impl Agent {
                 fstype: fstype.clone(),
             },
         };
+        if !berth_runtime::container::valid_id(&req.id) {
+            return Err(wire(&RuntimeError::config(
+                "id",
+                format!("{:?} must be 1-128 of [A-Za-z0-9_.-]", req.id),
+            )));
+        }
         let mut spec = req.spec;
+        crate::etc::provide(&mut spec, &self.etc_root.join(&req.id), &req.id)
+            .map_err(|e| sys_err("writing /etc/hosts and /etc/hostname", e))?;
         let mut stdio_opts = req.stdio;
         let console = match spec.process_mut() {
             Some(p) => {
@@ -797,6 +810,7 @@ impl Agent {
                 .delete(&cid, true)
         })
         .await?;
+        let _ = std::fs::remove_dir_all(self.etc_root.join(&id));
         let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
         procs.retain(|k, _| k.container != id);
         Ok(Response::Ok)

@@ -11,6 +11,7 @@
 
 mod agent;
 mod aio;
+mod etc;
 mod init;
 mod logs;
 mod server;

@@ -187,7 +187,8 @@ pub struct Container {
     init_process: Option<ProcessPlan>,
 }
 
-fn valid_id(id: &str) -> bool {
+/// Whether `id` is a usable container ID: 1-128 of `[A-Za-z0-9_.-]`, never `.` or `..`.
+pub fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
         && id
