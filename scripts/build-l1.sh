@@ -114,6 +114,8 @@ signal.pause()
 ' </dev/null >/dev/console 2>&1 &
 for _ in $(seq 50); do [ -e /host/run/berth-kvm-keeper.ready ] && break; sleep 0.1; done
 [ -e /host/run/berth-kvm-keeper.ready ] || echo "l1: the KVM keeper did not start"
+# A heartbeat for with-kvm.sh: when it stops, this kernel is stuck and the job with it.
+(while :; do touch "/host$job/heartbeat"; sleep 5; done) &
 touch "/host$job/started"
 chroot /host /bin/bash -c ". '$job/cmd'" </dev/null >"/host$job/stdout" 2>"/host$job/stderr"
 echo $? >"/host$job/status.tmp" && mv "/host$job/status.tmp" "/host$job/status"

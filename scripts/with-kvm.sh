@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# with-kvm.sh [--timeout SECS] [--memory MIB] [--cpus N] -- CMD [ARGS...]
+# with-kvm.sh [--timeout SECS] [--retries N] [--memory MIB] [--cpus N] -- CMD [ARGS...]
 #
 # Runs CMD where a /dev/kvm able to boot Linux guests exists, and returns its output
 # and exit status unchanged.
@@ -14,28 +14,35 @@
 #   under TCG hang with x2apic.
 #
 # A hung command is stopped after --timeout seconds (default 1200): the run then fails
-# with status 124 and says so. BERTH_HARNESS=direct|qemu forces one mode.
+# with status 124 and says so. When the L1 machine itself breaks (its kernel panics, or
+# its heartbeat stops: faults of QEMU's nested-SVM emulation, never the command's), the
+# run fails with 125 and the reason, or, with --retries N, CMD runs again from the
+# start in a fresh machine, at most N times, each retry announced on stderr. So use
+# --retries only for commands that can be rerun. BERTH_HARNESS=direct|qemu forces one mode.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=scripts/lib.sh
 . "$here/lib.sh"
 
 timeout_s=1200
+retries=0
 memory_mib=4096
 cpus=2
 while [ $# -gt 0 ]; do
   case "$1" in
     --timeout) timeout_s=$2; shift 2 ;;
+    --retries) retries=$2; shift 2 ;;
     --memory) memory_mib=$2; shift 2 ;;
     --cpus) cpus=$2; shift 2 ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     -*) echo "with-kvm: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) break ;;
   esac
 done
 [ $# -gt 0 ] || { echo "with-kvm: no command given (usage: with-kvm.sh [--timeout SECS] -- CMD ARGS...)" >&2; exit 2; }
 case "$timeout_s" in ''|*[!0-9]*) echo "with-kvm: --timeout takes whole seconds, not '$timeout_s'" >&2; exit 2 ;; esac
+case "$retries" in ''|*[!0-9]*) echo "with-kvm: --retries takes a count, not '$retries'" >&2; exit 2 ;; esac
 
 hardware_kvm() {
   [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo
@@ -59,38 +66,48 @@ fi
 [ "$mode" = qemu ] || { echo "with-kvm: BERTH_HARNESS must be direct or qemu, not '$mode'" >&2; exit 2; }
 
 l1=$("$here/build-l1.sh")
-job=$(mktemp -d "$(berth_cache_dir)/harness-job.XXXXXX")
+job=
 vfsd_pid=
 qemu_pid=
 tails=()
-cleanup() {
+stop_machine() {
   set +e
-  [ -n "$qemu_pid" ] && kill -9 "$qemu_pid" 2>/dev/null
-  [ -n "$vfsd_pid" ] && kill "$vfsd_pid" 2>/dev/null
+  [ -n "$qemu_pid" ] && kill -9 "$qemu_pid" 2>/dev/null && wait "$qemu_pid" 2>/dev/null
+  qemu_pid=
+  [ -n "$vfsd_pid" ] && kill "$vfsd_pid" 2>/dev/null && wait "$vfsd_pid" 2>/dev/null
+  vfsd_pid=
   for t in "${tails[@]}"; do kill "$t" 2>/dev/null; done
-  wait 2>/dev/null
-  [ -n "${BERTH_HARNESS_KEEP:-}" ] && echo "with-kvm: kept $job" >&2 || rm -rf "$job"
+  tails=()
+  set -e
+}
+cleanup() {
+  stop_machine
+  if [ -n "$job" ]; then
+    [ -n "${BERTH_HARNESS_KEEP:-}" ] && echo "with-kvm: kept $job" >&2 || rm -rf "$job"
+  fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # The job: environment, working directory and command, replayed inside by bash.
-{
-  export -p | grep -vE '^declare -x (BASH_[A-Z_]*|SHLVL|OLDPWD|PWD|_)=' || true
-  # Temporary files go to a tmpfs inside: virtiofs has no xattrs, which layer images need.
-  echo "export BERTH_HIDE_X2APIC=1 BERTH_IN_HARNESS=1 TMPDIR=/run/tmp"
-  printf 'cd %q || exit 125\n' "$PWD"
-  printf 'exec'
-  printf ' %q' "$@"
-  printf '\n'
-} >"$job/cmd"
-: >"$job/stdout"
-: >"$job/stderr"
-
-tail -n +1 -f "$job/stdout" &
-tails+=($!)
-tail -n +1 -f "$job/stderr" >&2 &
-tails+=($!)
+new_job() {
+  job=$(mktemp -d "$(berth_cache_dir)/harness-job.XXXXXX")
+  {
+    export -p | grep -vE '^declare -x (BASH_[A-Z_]*|SHLVL|OLDPWD|PWD|_)=' || true
+    # Temporary files go to a tmpfs inside: virtiofs has no xattrs, which layer images need.
+    echo "export BERTH_HIDE_X2APIC=1 BERTH_IN_HARNESS=1 TMPDIR=/run/tmp"
+    printf 'cd %q || exit 125\n' "$PWD"
+    printf 'exec'
+    printf ' %q' "$@"
+    printf '\n'
+  } >"$job/cmd"
+  : >"$job/stdout"
+  : >"$job/stderr"
+  tail -n +1 -f "$job/stdout" &
+  tails+=($!)
+  tail -n +1 -f "$job/stderr" >&2 &
+  tails+=($!)
+}
 
 # Under TCG on a loaded host the L1 kernel's timer calibration can fail and stall its
 # clock: lpj, no_timer_check and the host's TSC rate skip it, and a boot that has not
@@ -146,37 +163,84 @@ tsc_args=
 [ -n "$tsc_khz" ] && [ "$tsc_khz" -gt 0 ] && tsc_args="tsc_early_khz=$tsc_khz tsc=reliable"
 
 boot_timeout=${BERTH_L1_BOOT_TIMEOUT:-90}
+# L1's init touches $job/heartbeat every 5 s: this long without it, the L1 kernel is stuck.
+stall_timeout=${BERTH_L1_STALL_TIMEOUT:-90}
 deadline=$(( $(date +%s) + timeout_s ))
-timed_out=0
-for attempt in 1 2 3; do
-  start_l1
-  boot_deadline=$(( $(date +%s) + boot_timeout ))
-  while kill -0 "$qemu_pid" 2>/dev/null; do
-    now=$(date +%s)
-    if [ "$now" -ge "$deadline" ]; then
-      timed_out=1
-      vcpu_state >"$job/vcpus" 2>&1 || true
-      kill -9 "$qemu_pid" 2>/dev/null
-      break
-    fi
-    if [ ! -e "$job/started" ] && [ "$now" -ge "$boot_deadline" ]; then
-      echo "with-kvm: the L1 machine did not start the job within ${boot_timeout}s (attempt $attempt); restarting it" >&2
-      tail -n 3 "$job/console.log" >&2 || true
-      kill -9 "$qemu_pid" 2>/dev/null
-      break
-    fi
-    sleep 0.2
-  done
-  [ -e "$job/started" ] || [ $timed_out -eq 1 ] || { wait "$qemu_pid" 2>/dev/null || true; continue; }
-  break
-done
-wait "$qemu_pid" 2>/dev/null || true
-qemu_pid=
-sleep 0.3 # let the tails print the last of the output
-for t in "${tails[@]}"; do kill "$t" 2>/dev/null; done
-tails=()
 
-if [ $timed_out -eq 1 ]; then
+# One run of the job in a fresh L1 machine. Sets outcome: done (the job ended, its
+# status in $job/status), timeout, or broken (the L1 machine died or stopped responding
+# before the job ended: an emulation fault, not the job's), with the reason in $broken_why.
+run_in_l1() {
+  outcome=broken
+  broken_why=
+  local attempt now boot_deadline beat
+  for attempt in 1 2 3; do
+    start_l1
+    boot_deadline=$(( $(date +%s) + boot_timeout ))
+    while kill -0 "$qemu_pid" 2>/dev/null; do
+      now=$(date +%s)
+      if [ "$now" -ge "$deadline" ]; then
+        outcome=timeout
+        vcpu_state >"$job/vcpus" 2>&1 || true
+        stop_machine
+        return
+      fi
+      if [ ! -e "$job/started" ] && [ "$now" -ge "$boot_deadline" ]; then
+        echo "with-kvm: the L1 machine did not start the job within ${boot_timeout}s (boot $attempt); restarting it" >&2
+        tail -n 3 "$job/console.log" >&2 || true
+        kill -9 "$qemu_pid" 2>/dev/null
+        break
+      fi
+      if [ -e "$job/started" ] && [ ! -s "$job/status" ]; then
+        beat=$(stat -c %Y "$job/heartbeat" 2>/dev/null || stat -c %Y "$job/started")
+        if [ $(( now - beat )) -ge "$stall_timeout" ]; then
+          broken_why="it stopped responding (no heartbeat for ${stall_timeout}s)"
+          vcpu_state >"$job/vcpus" 2>&1 || true
+          stop_machine
+          return
+        fi
+      fi
+      sleep 0.2
+    done
+    wait "$qemu_pid" 2>/dev/null || true
+    if [ -e "$job/started" ]; then
+      break
+    fi
+  done
+  sleep 0.3 # let the tails print the last of the output
+  stop_machine
+  if [ -s "$job/status" ]; then
+    outcome=done
+  elif [ -e "$job/started" ]; then
+    broken_why="it ended before the job did"
+  else
+    broken_why="it did not start the job in 3 boots"
+  fi
+}
+
+# A broken L1 (QEMU's TCG emulating nested SVM is not flawless) is retried in a fresh
+# machine, with the whole command, up to --retries times; the job's own failures never.
+attempt=0
+while :; do
+  attempt=$((attempt + 1))
+  [ -n "$job" ] && rm -rf "$job"
+  new_job "$@"
+  run_in_l1
+  [ "$outcome" = broken ] || break
+  echo "with-kvm: the QEMU L1 machine broke: $broken_why" >&2
+  tail -n 20 "$job/console.log" >&2 || true
+  if [ -s "$job/vcpus" ]; then
+    echo "with-kvm: where the L1 vCPUs were:" >&2
+    cat "$job/vcpus" >&2
+  fi
+  if [ "$attempt" -gt "$retries" ] || [ "$(date +%s)" -ge "$deadline" ]; then
+    echo "with-kvm: '$1' did not run to completion inside the QEMU L1 machine" >&2
+    exit 125
+  fi
+  echo "with-kvm: running '$1' again from the start in a fresh L1 machine (retry $attempt of $retries)" >&2
+done
+
+if [ "$outcome" = timeout ]; then
   echo "with-kvm: '$1' did not finish within ${timeout_s}s inside the QEMU L1 machine; it was stopped" >&2
   echo "with-kvm: last lines of the L1 console:" >&2
   tail -n 15 "$job/console.log" >&2 || true
@@ -185,10 +249,5 @@ if [ $timed_out -eq 1 ]; then
     cat "$job/vcpus" >&2
   fi
   exit 124
-fi
-if [ ! -s "$job/status" ]; then
-  echo "with-kvm: the QEMU L1 machine ended without running '$1' to completion" >&2
-  tail -n 30 "$job/console.log" "$job/qemu.log" >&2 || true
-  exit 125
 fi
 exit "$(cat "$job/status")"

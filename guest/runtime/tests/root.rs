@@ -595,14 +595,24 @@ fn erofs_layer_devices_and_an_ext4_scratch_device() {
     // The upper dir lives on the scratch disk, ready for commit.
     let m = d.join("check");
     std::fs::create_dir(&m).unwrap();
-    nix::mount::mount(
-        Some(&scratch),
-        &m,
-        Some("ext4"),
-        nix::mount::MsFlags::MS_RDONLY,
-        None::<&str>,
-    )
-    .unwrap();
+    // The container's mount namespace lets go of the disk's superblock a moment after its
+    // last process is reaped (deferred mntput): until then a read-only mount is EBUSY.
+    let started = std::time::Instant::now();
+    loop {
+        match nix::mount::mount(
+            Some(&scratch),
+            &m,
+            Some("ext4"),
+            nix::mount::MsFlags::MS_RDONLY,
+            None::<&str>,
+        ) {
+            Ok(()) => break,
+            Err(nix::errno::Errno::EBUSY) if started.elapsed().as_secs() < 10 => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            Err(e) => panic!("mounting the scratch disk to check it: {e}"),
+        }
+    }
     let kept = std::fs::read_to_string(m.join("upper/etc/new"));
     nix::mount::umount(&m).unwrap();
     assert_eq!(kept.unwrap(), "kept\n");
