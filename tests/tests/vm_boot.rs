@@ -526,4 +526,8 @@ fn triple_fault_makes_the_vmm_fail() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {err}");
     assert!(err.contains("vCPU 0 triple-faulted"), "stderr: {err}");
+    assert!(
+        err.contains("at RIP=0x") && err.contains(" CR0=0x"),
+        "where the guest crashed: {err}"
+    );
 }

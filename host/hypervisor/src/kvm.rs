@@ -16,7 +16,8 @@ use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::{
-    CpuidEntry, HypervisorError, Registers, Result, Segment, SpecialRegisters, VcpuExit, VcpuKicker,
+    CpuidEntry, DescriptorTable, HypervisorError, Registers, Result, Segment, SpecialRegisters,
+    VcpuExit, VcpuKicker,
 };
 
 /// The device node KVM is reached through.
@@ -223,6 +224,22 @@ fn to_kvm_segment(s: &Segment) -> kvm_segment {
     }
 }
 
+fn from_kvm_segment(s: &kvm_segment) -> Segment {
+    Segment {
+        base: s.base,
+        limit: s.limit,
+        selector: s.selector,
+        type_: s.type_,
+        present: s.present != 0 && s.unusable == 0,
+        dpl: s.dpl,
+        db: s.db != 0,
+        s: s.s != 0,
+        l: s.l != 0,
+        g: s.g != 0,
+        avl: s.avl != 0,
+    }
+}
+
 /// Local APIC register offsets and delivery modes.
 const APIC_LVT0: usize = 0x350;
 const APIC_LVT1: usize = 0x360;
@@ -334,6 +351,54 @@ impl crate::Vcpu for KvmVcpu {
         sregs.cr4 = s.cr4;
         sregs.efer = s.efer;
         self.fd.set_sregs(&sregs).map_err(op("KVM_SET_SREGS"))
+    }
+
+    fn registers(&self) -> Result<(Registers, SpecialRegisters)> {
+        let r = self.fd.get_regs().map_err(op("KVM_GET_REGS"))?;
+        let s = self.fd.get_sregs().map_err(op("KVM_GET_SREGS"))?;
+        let regs = Registers {
+            rax: r.rax,
+            rbx: r.rbx,
+            rcx: r.rcx,
+            rdx: r.rdx,
+            rsi: r.rsi,
+            rdi: r.rdi,
+            rsp: r.rsp,
+            rbp: r.rbp,
+            r8: r.r8,
+            r9: r.r9,
+            r10: r.r10,
+            r11: r.r11,
+            r12: r.r12,
+            r13: r.r13,
+            r14: r.r14,
+            r15: r.r15,
+            rip: r.rip,
+            rflags: r.rflags,
+        };
+        let sregs = SpecialRegisters {
+            cs: from_kvm_segment(&s.cs),
+            ds: from_kvm_segment(&s.ds),
+            es: from_kvm_segment(&s.es),
+            fs: from_kvm_segment(&s.fs),
+            gs: from_kvm_segment(&s.gs),
+            ss: from_kvm_segment(&s.ss),
+            tr: from_kvm_segment(&s.tr),
+            ldt: from_kvm_segment(&s.ldt),
+            gdt: DescriptorTable {
+                base: s.gdt.base,
+                limit: s.gdt.limit,
+            },
+            idt: DescriptorTable {
+                base: s.idt.base,
+                limit: s.idt.limit,
+            },
+            cr0: s.cr0,
+            cr3: s.cr3,
+            cr4: s.cr4,
+            efer: s.efer,
+        };
+        Ok((regs, sregs))
     }
 
     fn init_fpu(&mut self) -> Result<()> {

@@ -200,4 +200,6 @@ pub trait Vcpu {
     fn kicker(&self) -> Arc<dyn VcpuKicker>;
     /// Runs the guest until the next exit the VMM must handle.
     fn run(&mut self) -> Result<VcpuExit<'_>>;
+    /// The vCPU's registers now (to tell where a crashed guest was).
+    fn registers(&self) -> Result<(Registers, SpecialRegisters)>;
 }

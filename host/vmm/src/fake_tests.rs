@@ -140,6 +140,22 @@ impl Vcpu for FakeVcpu {
     fn kicker(&self) -> Arc<dyn VcpuKicker> {
         self.kick.clone()
     }
+    fn registers(&self) -> HvResult<(Registers, SpecialRegisters)> {
+        // The reset state, as a real vCPU that just faulted three times would show it.
+        let mut s = SpecialRegisters {
+            cr0: 0x6000_0010,
+            ..Default::default()
+        };
+        s.cs.selector = 0xf000;
+        Ok((
+            Registers {
+                rip: 0xfff0,
+                rflags: 0x2,
+                ..Default::default()
+            },
+            s,
+        ))
+    }
     fn run(&mut self) -> HvResult<VcpuExit<'_>> {
         if std::mem::take(&mut self.pending_read) {
             self.reads.lock().unwrap().push(self.buf.clone());
@@ -263,7 +279,19 @@ fn kernel_panic_then_reset_is_a_failure_with_the_panic_shown() {
 #[test]
 fn triple_fault_is_a_failure() {
     let (outcome, _) = run_script(vec![vec![], vec![Step::Shutdown]], |_| {});
-    assert_eq!(outcome.reason, ExitReason::TripleFault { vcpu: 1 });
+    assert_eq!(
+        outcome.reason,
+        ExitReason::TripleFault {
+            vcpu: 1,
+            state:
+                "RIP=0xfff0 RSP=0x0 RFLAGS=0x2 CR0=0x60000010 CR3=0x0 CR4=0x0 EFER=0x0 CS=0xf000"
+                    .into()
+        }
+    );
+    assert!(outcome
+        .reason
+        .to_string()
+        .contains("triple-faulted (the guest crashed) at RIP=0xfff0"));
     assert!(!outcome.success());
 }
 

@@ -48,8 +48,8 @@ pub(crate) enum VmEvent {
     Reset,
     /// The guest powered off.
     PowerOff,
-    /// A vCPU triple-faulted.
-    TripleFault(u32),
+    /// A vCPU triple-faulted; where it was, when the registers could be read.
+    TripleFault(u32, String),
     /// A vCPU halted with no way to wake it.
     Halted(u32),
     /// A vCPU failed.
@@ -69,6 +69,8 @@ pub enum ExitReason {
     TripleFault {
         /// The vCPU.
         vcpu: u32,
+        /// Its registers at the fault (RIP, RSP, control registers), or why unknown.
+        state: String,
     },
     /// A vCPU halted with interrupts off.
     Halted {
@@ -92,8 +94,11 @@ impl std::fmt::Display for ExitReason {
             ExitReason::Reboot => write!(f, "the guest rebooted"),
             ExitReason::PowerOff => write!(f, "the guest powered off"),
             ExitReason::KernelPanic => write!(f, "the guest kernel panicked"),
-            ExitReason::TripleFault { vcpu } => {
-                write!(f, "vCPU {vcpu} triple-faulted (the guest crashed)")
+            ExitReason::TripleFault { vcpu, state } => {
+                write!(
+                    f,
+                    "vCPU {vcpu} triple-faulted (the guest crashed) at {state}"
+                )
             }
             ExitReason::Halted { vcpu } => write!(f, "vCPU {vcpu} halted with interrupts off"),
             ExitReason::Stopped => write!(f, "the VMM was told to stop"),
@@ -312,7 +317,9 @@ fn wait_for_end(events: &std::sync::mpsc::Receiver<VmEvent>) -> ExitReason {
         match events.recv_timeout(Duration::from_millis(50)) {
             Ok(VmEvent::Reset) => return ExitReason::Reboot,
             Ok(VmEvent::PowerOff) => return ExitReason::PowerOff,
-            Ok(VmEvent::TripleFault(vcpu)) => return ExitReason::TripleFault { vcpu },
+            Ok(VmEvent::TripleFault(vcpu, state)) => {
+                return ExitReason::TripleFault { vcpu, state }
+            }
             Ok(VmEvent::Halted(vcpu)) => return ExitReason::Halted { vcpu },
             Ok(VmEvent::VcpuError(vcpu, error)) => return ExitReason::VcpuError { vcpu, error },
             Err(RecvTimeoutError::Timeout) => {}
@@ -368,11 +375,21 @@ mod tests {
         assert_eq!(o(ExitReason::Reboot).exit_code(), 0);
         assert_eq!(o(ExitReason::Stopped).exit_code(), 0);
         assert_eq!(o(ExitReason::KernelPanic).exit_code(), 1);
-        assert_eq!(o(ExitReason::TripleFault { vcpu: 0 }).exit_code(), 1);
-        assert!(o(ExitReason::TripleFault { vcpu: 1 })
-            .reason
-            .to_string()
-            .contains("triple-faulted"));
+        assert_eq!(
+            o(ExitReason::TripleFault {
+                vcpu: 0,
+                state: String::new()
+            })
+            .exit_code(),
+            1
+        );
+        assert!(o(ExitReason::TripleFault {
+            vcpu: 1,
+            state: "RIP=0x10".into()
+        })
+        .reason
+        .to_string()
+        .contains("triple-faulted"));
         let mut out = Vec::new();
         o(ExitReason::Reboot).report(&mut out).unwrap();
         assert!(out.is_empty());

@@ -113,7 +113,7 @@ fn run_loop<C: Vcpu>(vcpu: &mut C, ctx: &VcpuContext) -> Option<VmEvent> {
             }
             VcpuExit::Interrupted => {}
             VcpuExit::Hlt => return Some(VmEvent::Halted(id)),
-            VcpuExit::Shutdown => return Some(VmEvent::TripleFault(id)),
+            VcpuExit::Shutdown => return Some(VmEvent::TripleFault(id, crash_state(vcpu))),
             VcpuExit::SystemReset => return Some(VmEvent::Reset),
             VcpuExit::SystemShutdown => return Some(VmEvent::PowerOff),
             VcpuExit::FailEntry { reason } => {
@@ -132,5 +132,16 @@ fn run_loop<C: Vcpu>(vcpu: &mut C, ctx: &VcpuContext) -> Option<VmEvent> {
                 return Some(VmEvent::VcpuError(id, format!("unhandled exit {what}")))
             }
         }
+    }
+}
+
+/// Where a crashed vCPU was, in a line: what a report of the crash needs.
+fn crash_state<C: Vcpu>(vcpu: &C) -> String {
+    match vcpu.registers() {
+        Ok((r, s)) => format!(
+            "RIP={:#x} RSP={:#x} RFLAGS={:#x} CR0={:#x} CR3={:#x} CR4={:#x} EFER={:#x} CS={:#x}",
+            r.rip, r.rsp, r.rflags, s.cr0, s.cr3, s.cr4, s.efer, s.cs.selector
+        ),
+        Err(e) => format!("an unknown place (its registers could not be read: {e})"),
     }
 }
