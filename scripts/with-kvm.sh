@@ -163,8 +163,8 @@ tsc_args=
 [ -n "$tsc_khz" ] && [ "$tsc_khz" -gt 0 ] && tsc_args="tsc_early_khz=$tsc_khz tsc=reliable"
 
 boot_timeout=${BERTH_L1_BOOT_TIMEOUT:-90}
-# L1's init touches $job/heartbeat every 5 s: this long without it, the L1 kernel is stuck.
-stall_timeout=${BERTH_L1_STALL_TIMEOUT:-90}
+# L1's init touches $job/heartbeat every 30 s: this long without it, the L1 kernel is stuck.
+stall_timeout=${BERTH_L1_STALL_TIMEOUT:-180}
 deadline=$(( $(date +%s) + timeout_s ))
 
 # One run of the job in a fresh L1 machine. Sets outcome: done (the job ended, its

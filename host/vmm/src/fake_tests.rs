@@ -279,14 +279,11 @@ fn kernel_panic_then_reset_is_a_failure_with_the_panic_shown() {
 #[test]
 fn triple_fault_is_a_failure() {
     let (outcome, _) = run_script(vec![vec![], vec![Step::Shutdown]], |_| {});
-    assert_eq!(
-        outcome.reason,
-        ExitReason::TripleFault {
-            vcpu: 1,
-            state:
-                "RIP=0xfff0 RSP=0x0 RFLAGS=0x2 CR0=0x60000010 CR3=0x0 CR4=0x0 EFER=0x0 CS=0xf000"
-                    .into()
-        }
+    assert!(
+        matches!(&outcome.reason, ExitReason::TripleFault { vcpu: 1, state }
+            if state.contains("the hypervisor reset the vCPU")),
+        "{:?}",
+        outcome.reason
     );
     assert!(outcome
         .reason

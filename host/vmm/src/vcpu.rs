@@ -138,10 +138,18 @@ fn run_loop<C: Vcpu>(vcpu: &mut C, ctx: &VcpuContext) -> Option<VmEvent> {
 /// Where a crashed vCPU was, in a line: what a report of the crash needs.
 fn crash_state<C: Vcpu>(vcpu: &C) -> String {
     match vcpu.registers() {
-        Ok((r, s)) => format!(
-            "RIP={:#x} RSP={:#x} RFLAGS={:#x} CR0={:#x} CR3={:#x} CR4={:#x} EFER={:#x} CS={:#x}",
-            r.rip, r.rsp, r.rflags, s.cr0, s.cr3, s.cr4, s.efer, s.cs.selector
-        ),
+        Ok((r, s)) => {
+            let regs = format!(
+                "RIP={:#x} RSP={:#x} RFLAGS={:#x} CR0={:#x} CR3={:#x} CR4={:#x} EFER={:#x} CS={:#x}",
+                r.rip, r.rsp, r.rflags, s.cr0, s.cr3, s.cr4, s.efer, s.cs.selector
+            );
+            if r.rip == 0xfff0 && s.cs.selector == 0xf000 && s.cr0 & 1 == 0 {
+                // AMD SVM (KVM) reinitialises a vCPU that shuts down: the state is gone.
+                format!("{regs}, the reset state: the hypervisor reset the vCPU, so where the guest crashed is lost")
+            } else {
+                regs
+            }
+        }
         Err(e) => format!("an unknown place (its registers could not be read: {e})"),
     }
 }
