@@ -364,6 +364,49 @@ fn assert_no_orphan_vmms() {
     }
 }
 
+/// The entry names of an image's top layer, read from `berth save`'s docker manifest.
+fn top_layer_entries(image: &str) -> Vec<String> {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("saved.tar");
+    ok(&["save", "-o", saved.to_str().unwrap(), image]);
+    let mut files = std::collections::HashMap::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(&saved).unwrap());
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().display().to_string();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        files.insert(path, data);
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    let top = manifest[0]["Layers"]
+        .as_array()
+        .and_then(|l| l.last())
+        .and_then(|l| l.as_str())
+        .expect("a layer in manifest.json");
+    let blob = &files[top];
+    let layer: Box<dyn Read> = if blob.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::GzDecoder::new(&blob[..]))
+    } else {
+        Box::new(&blob[..])
+    };
+    let names = tar::Archive::new(layer)
+        .entries()
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .path()
+                .unwrap()
+                .display()
+                .to_string()
+                .trim_end_matches('/')
+                .to_string()
+        })
+        .collect();
+    names
+}
+
 #[test]
 #[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
 fn commit_makes_an_image_with_the_change() {
@@ -383,6 +426,16 @@ fn commit_makes_an_image_with_the_change() {
     }
     ok(&["commit", id, "berth.local/committed:v1"]);
     ok(&["rm", "-f", id]);
+    // The new layer holds the change, not the empty files /etc/hosts and /etc/hostname
+    // are mounted on.
+    let names = top_layer_entries("berth.local/committed:v1");
+    assert!(names.iter().any(|n| n == "marker"), "{names:?}");
+    assert!(
+        !names
+            .iter()
+            .any(|n| n == "etc/hosts" || n == "etc/hostname"),
+        "{names:?}"
+    );
     let out = ok(&[
         "run",
         "--rm",

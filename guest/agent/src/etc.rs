@@ -10,6 +10,15 @@ use oci_spec::runtime::{Mount, MountBuilder, Spec};
 /// Where each file goes in the container, and its name in the per-container folder.
 const FILES: [(&str, &str); 2] = [("/etc/hostname", "hostname"), ("/etc/hosts", "hosts")];
 
+/// The files' places relative to the container's root (`etc/hosts`), for `commit` to leave
+/// out the empty files made to mount them on.
+pub fn mount_targets() -> Vec<&'static Path> {
+    FILES
+        .iter()
+        .map(|(dest, _)| Path::new(dest.trim_start_matches('/')))
+        .collect()
+}
+
 /// The container's hostname: the spec's, else the first 12 digits of its ID (docker's).
 pub fn hostname(spec: &Spec, id: &str) -> String {
     spec.hostname()

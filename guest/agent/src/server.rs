@@ -133,7 +133,7 @@ async fn stream<S: Conn>(agent: Arc<Agent>, mut s: S, target: StreamTarget) {
                 Err(e) => return finish(s, Err(e)).await,
             };
             let r = send_tar(&mut s, move |w| {
-                berth_runtime::commit::write_layer(&upper, w)
+                berth_runtime::commit::write_layer(&upper, w, &crate::etc::mount_targets())
                     .map(|_| ())
                     .map_err(|e| wire(&e))
             })

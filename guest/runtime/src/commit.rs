@@ -66,100 +66,121 @@ fn io_err<'a>(what: &'static str, p: &'a Path) -> impl FnOnce(std::io::Error) ->
 }
 
 /// Writes the OCI layer tar of `upper` to `out`. Returns the number of entries.
-pub fn write_layer<W: Write>(upper: &Path, out: W) -> Result<u64> {
+///
+/// `mount_targets` (relative paths, like `etc/hosts`) are left out while they are empty
+/// regular files: the files the runtime made only to bind-mount over, which docker keeps
+/// out of commits too.
+pub fn write_layer<W: Write>(upper: &Path, out: W, mount_targets: &[&Path]) -> Result<u64> {
     let mut b = tar::Builder::new(out);
     let mut links: HashMap<(u64, u64), std::path::PathBuf> = HashMap::new();
     let mut count = 0;
-    walk(upper, Path::new(""), &mut b, &mut links, &mut count)?;
+    let mut w = Walk {
+        root: upper,
+        skip: mount_targets,
+        b: &mut b,
+        links: &mut links,
+        count: &mut count,
+    };
+    w.walk(Path::new(""))?;
     b.into_inner()
         .and_then(|mut w| w.flush())
         .map_err(io_err("finishing the tar of", upper))?;
     Ok(count)
 }
 
-fn walk<W: Write>(
-    root: &Path,
-    rel: &Path,
-    b: &mut tar::Builder<W>,
-    links: &mut HashMap<(u64, u64), std::path::PathBuf>,
-    count: &mut u64,
-) -> Result<()> {
-    let dir = root.join(rel);
-    let mut entries: Vec<_> = std::fs::read_dir(&dir)
-        .map_err(io_err("reading", &dir))?
-        .collect::<std::result::Result<_, _>>()
-        .map_err(io_err("reading", &dir))?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let name = e.file_name();
-        let path = e.path();
-        let relp = rel.join(&name);
-        let meta = std::fs::symlink_metadata(&path).map_err(io_err("inspecting", &path))?;
-        let ft = meta.file_type();
-        let add = |b: &mut tar::Builder<W>, h: &mut Header, p: &Path, data: &[u8]| {
-            b.append_data(h, p, data)
-                .map_err(|e| RuntimeError::io("writing the tar entry", p, e))
-        };
-        if ft.is_char_device() && meta.rdev() == 0 {
-            let mut wh = std::ffi::OsString::from(WHITEOUT_PREFIX);
-            wh.push(&name);
-            add(b, &mut empty_file_header(), &rel.join(wh), &[])?;
-            *count += 1;
-            continue;
-        }
-        if ft.is_dir() {
-            let mut h = header_for(&meta, EntryType::Directory);
-            add(b, &mut h, &relp, &[])?;
-            *count += 1;
-            if is_opaque(&path) {
-                add(b, &mut empty_file_header(), &relp.join(OPAQUE_MARKER), &[])?;
-                *count += 1;
-            }
-            walk(root, &relp, b, links, count)?;
-            continue;
-        }
-        if !ft.is_symlink() && meta.nlink() > 1 {
-            let key = (meta.dev(), meta.ino());
-            if let Some(first) = links.get(&key) {
-                let mut h = header_for(&meta, EntryType::Link);
-                b.append_link(&mut h, &relp, first)
-                    .map_err(|e| RuntimeError::io("writing the tar entry", &relp, e))?;
-                *count += 1;
+/// One walk of an upper directory into a tar.
+struct Walk<'a, W: Write> {
+    root: &'a Path,
+    skip: &'a [&'a Path],
+    b: &'a mut tar::Builder<W>,
+    links: &'a mut HashMap<(u64, u64), std::path::PathBuf>,
+    count: &'a mut u64,
+}
+
+impl<W: Write> Walk<'_, W> {
+    fn walk(&mut self, rel: &Path) -> Result<()> {
+        let root = self.root;
+        let dir = root.join(rel);
+        let mut entries: Vec<_> = std::fs::read_dir(&dir)
+            .map_err(io_err("reading", &dir))?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(io_err("reading", &dir))?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name();
+            let path = e.path();
+            let relp = rel.join(&name);
+            let meta = std::fs::symlink_metadata(&path).map_err(io_err("inspecting", &path))?;
+            let ft = meta.file_type();
+            if ft.is_file() && meta.len() == 0 && self.skip.iter().any(|s| *s == relp) {
                 continue;
             }
-            links.insert(key, relp.clone());
-        }
-        if ft.is_file() {
-            let mut h = header_for(&meta, EntryType::Regular);
-            h.set_size(meta.len());
-            let f = std::fs::File::open(&path).map_err(io_err("opening", &path))?;
-            b.append_data(&mut h, &relp, f)
-                .map_err(|e| RuntimeError::io("writing the tar entry", &relp, e))?;
-        } else if ft.is_symlink() {
-            let target = std::fs::read_link(&path).map_err(io_err("reading link", &path))?;
-            let mut h = header_for(&meta, EntryType::Symlink);
-            b.append_link(&mut h, &relp, &target)
-                .map_err(|e| RuntimeError::io("writing the tar entry", &relp, e))?;
-        } else {
-            let kind = if ft.is_char_device() {
-                EntryType::Char
-            } else if ft.is_block_device() {
-                EntryType::Block
-            } else if ft.is_fifo() {
-                EntryType::Fifo
-            } else {
-                // Sockets do not belong in a layer.
-                continue;
+            let (b, links, count) = (&mut *self.b, &mut *self.links, &mut *self.count);
+            let add = |b: &mut tar::Builder<W>, h: &mut Header, p: &Path, data: &[u8]| {
+                b.append_data(h, p, data)
+                    .map_err(|e| RuntimeError::io("writing the tar entry", p, e))
             };
-            let mut h = header_for(&meta, kind);
-            let rdev = meta.rdev();
-            h.set_device_major(libc::major(rdev)).ok();
-            h.set_device_minor(libc::minor(rdev)).ok();
-            add(b, &mut h, &relp, &[])?;
+            if ft.is_char_device() && meta.rdev() == 0 {
+                let mut wh = std::ffi::OsString::from(WHITEOUT_PREFIX);
+                wh.push(&name);
+                add(b, &mut empty_file_header(), &rel.join(wh), &[])?;
+                *count += 1;
+                continue;
+            }
+            if ft.is_dir() {
+                let mut h = header_for(&meta, EntryType::Directory);
+                add(b, &mut h, &relp, &[])?;
+                *count += 1;
+                if is_opaque(&path) {
+                    add(b, &mut empty_file_header(), &relp.join(OPAQUE_MARKER), &[])?;
+                    *count += 1;
+                }
+                self.walk(&relp)?;
+                continue;
+            }
+            if !ft.is_symlink() && meta.nlink() > 1 {
+                let key = (meta.dev(), meta.ino());
+                if let Some(first) = links.get(&key) {
+                    let mut h = header_for(&meta, EntryType::Link);
+                    b.append_link(&mut h, &relp, first)
+                        .map_err(|e| RuntimeError::io("writing the tar entry", &relp, e))?;
+                    *count += 1;
+                    continue;
+                }
+                links.insert(key, relp.clone());
+            }
+            if ft.is_file() {
+                let mut h = header_for(&meta, EntryType::Regular);
+                h.set_size(meta.len());
+                let f = std::fs::File::open(&path).map_err(io_err("opening", &path))?;
+                b.append_data(&mut h, &relp, f)
+                    .map_err(|e| RuntimeError::io("writing the tar entry", &relp, e))?;
+            } else if ft.is_symlink() {
+                let target = std::fs::read_link(&path).map_err(io_err("reading link", &path))?;
+                let mut h = header_for(&meta, EntryType::Symlink);
+                b.append_link(&mut h, &relp, &target)
+                    .map_err(|e| RuntimeError::io("writing the tar entry", &relp, e))?;
+            } else {
+                let kind = if ft.is_char_device() {
+                    EntryType::Char
+                } else if ft.is_block_device() {
+                    EntryType::Block
+                } else if ft.is_fifo() {
+                    EntryType::Fifo
+                } else {
+                    // Sockets do not belong in a layer.
+                    continue;
+                };
+                let mut h = header_for(&meta, kind);
+                let rdev = meta.rdev();
+                h.set_device_major(libc::major(rdev)).ok();
+                h.set_device_minor(libc::minor(rdev)).ok();
+                add(b, &mut h, &relp, &[])?;
+            }
+            *count += 1;
         }
-        *count += 1;
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -175,7 +196,14 @@ mod tests {
         std::fs::hard_link(u.join("etc/app/conf"), u.join("etc/conf2")).unwrap();
         std::os::unix::fs::symlink("app/conf", u.join("etc/link")).unwrap();
         let mut out = Vec::new();
-        write_layer(u, &mut out).unwrap();
+        std::fs::write(u.join("etc/hosts"), b"").unwrap();
+        std::fs::write(u.join("etc/hostname"), b"kept\n").unwrap();
+        write_layer(
+            u,
+            &mut out,
+            &[Path::new("etc/hosts"), Path::new("etc/hostname")],
+        )
+        .unwrap();
         let mut a = tar::Archive::new(&out[..]);
         let mut seen = Vec::new();
         for e in a.entries().unwrap() {
@@ -189,5 +217,8 @@ mod tests {
         assert!(seen.contains(&("etc/link".into(), EntryType::Symlink)));
         // "app" sorts before "conf2": the second name of the inode becomes a hard link.
         assert!(seen.contains(&("etc/conf2".into(), EntryType::Link)));
+        // An empty mount target stays out; one with content is the user's and goes in.
+        assert!(!seen.iter().any(|(p, _)| p == "etc/hosts"), "{seen:?}");
+        assert!(seen.contains(&("etc/hostname".into(), EntryType::Regular)));
     }
 }

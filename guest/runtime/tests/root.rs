@@ -194,7 +194,7 @@ fn overlay_stacks_layers_and_writes_go_to_the_upper_dir() {
 
     // commit turns the upper dir into an OCI layer with `.wh.` whiteouts.
     let mut tar = Vec::new();
-    berth_runtime::commit::write_layer(&upper, &mut tar).unwrap();
+    berth_runtime::commit::write_layer(&upper, &mut tar, &[]).unwrap();
     let names: Vec<String> = tar::Archive::new(&tar[..])
         .entries()
         .unwrap()
