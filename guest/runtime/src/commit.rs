@@ -74,113 +74,107 @@ pub fn write_layer<W: Write>(upper: &Path, out: W, mount_targets: &[&Path]) -> R
     let mut b = tar::Builder::new(out);
     let mut links: HashMap<(u64, u64), std::path::PathBuf> = HashMap::new();
     let mut count = 0;
-    let mut w = Walk {
-        root: upper,
-        skip: mount_targets,
-        b: &mut b,
-        links: &mut links,
-        count: &mut count,
-    };
-    w.walk(Path::new(""))?;
+    walk(
+        upper,
+        Path::new(""),
+        mount_targets,
+        &mut b,
+        &mut links,
+        &mut count,
+    )?;
     b.into_inner()
         .and_then(|mut w| w.flush())
         .map_err(io_err("finishing the tar of", upper))?;
     Ok(count)
 }
 
-/// One walk of an upper directory into a tar.
-struct Walk<'a, W: Write> {
-    root: &'a Path,
-    skip: &'a [&'a Path],
-    b: &'a mut tar::Builder<W>,
-    links: &'a mut HashMap<(u64, u64), std::path::PathBuf>,
-    count: &'a mut u64,
-}
-
-impl<W: Write> Walk<'_, W> {
-    fn walk(&mut self, rel: &Path) -> Result<()> {
-        let root = self.root;
-        let dir = root.join(rel);
-        let mut entries: Vec<_> = std::fs::read_dir(&dir)
-            .map_err(io_err("reading", &dir))?
-            .collect::<std::result::Result<_, _>>()
-            .map_err(io_err("reading", &dir))?;
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let name = e.file_name();
-            let path = e.path();
-            let relp = rel.join(&name);
-            let meta = std::fs::symlink_metadata(&path).map_err(io_err("inspecting", &path))?;
-            let ft = meta.file_type();
-            if ft.is_file() && meta.len() == 0 && self.skip.iter().any(|s| *s == relp) {
-                continue;
-            }
-            let (b, links, count) = (&mut *self.b, &mut *self.links, &mut *self.count);
-            let add = |b: &mut tar::Builder<W>, h: &mut Header, p: &Path, data: &[u8]| {
-                b.append_data(h, p, data)
-                    .map_err(|e| RuntimeError::io("writing the tar entry", p, e))
-            };
-            if ft.is_char_device() && meta.rdev() == 0 {
-                let mut wh = std::ffi::OsString::from(WHITEOUT_PREFIX);
-                wh.push(&name);
-                add(b, &mut empty_file_header(), &rel.join(wh), &[])?;
-                *count += 1;
-                continue;
-            }
-            if ft.is_dir() {
-                let mut h = header_for(&meta, EntryType::Directory);
-                add(b, &mut h, &relp, &[])?;
-                *count += 1;
-                if is_opaque(&path) {
-                    add(b, &mut empty_file_header(), &relp.join(OPAQUE_MARKER), &[])?;
-                    *count += 1;
-                }
-                self.walk(&relp)?;
-                continue;
-            }
-            if !ft.is_symlink() && meta.nlink() > 1 {
-                let key = (meta.dev(), meta.ino());
-                if let Some(first) = links.get(&key) {
-                    let mut h = header_for(&meta, EntryType::Link);
-                    b.append_link(&mut h, &relp, first)
-                        .map_err(|e| RuntimeError::io("writing the tar entry", &relp, e))?;
-                    *count += 1;
-                    continue;
-                }
-                links.insert(key, relp.clone());
-            }
-            if ft.is_file() {
-                let mut h = header_for(&meta, EntryType::Regular);
-                h.set_size(meta.len());
-                let f = std::fs::File::open(&path).map_err(io_err("opening", &path))?;
-                b.append_data(&mut h, &relp, f)
-                    .map_err(|e| RuntimeError::io("writing the tar entry", &relp, e))?;
-            } else if ft.is_symlink() {
-                let target = std::fs::read_link(&path).map_err(io_err("reading link", &path))?;
-                let mut h = header_for(&meta, EntryType::Symlink);
-                b.append_link(&mut h, &relp, &target)
-                    .map_err(|e| RuntimeError::io("writing the tar entry", &relp, e))?;
-            } else {
-                let kind = if ft.is_char_device() {
-                    EntryType::Char
-                } else if ft.is_block_device() {
-                    EntryType::Block
-                } else if ft.is_fifo() {
-                    EntryType::Fifo
-                } else {
-                    // Sockets do not belong in a layer.
-                    continue;
-                };
-                let mut h = header_for(&meta, kind);
-                let rdev = meta.rdev();
-                h.set_device_major(libc::major(rdev)).ok();
-                h.set_device_minor(libc::minor(rdev)).ok();
-                add(b, &mut h, &relp, &[])?;
-            }
-            *count += 1;
+fn walk<W: Write>(
+    root: &Path,
+    rel: &Path,
+    skip: &[&Path],
+    b: &mut tar::Builder<W>,
+    links: &mut HashMap<(u64, u64), std::path::PathBuf>,
+    count: &mut u64,
+) -> Result<()> {
+    let dir = root.join(rel);
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .map_err(io_err("reading", &dir))?
+        .collect::<std::result::Result<_, _>>()
+        .map_err(io_err("reading", &dir))?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name();
+        let path = e.path();
+        let relp = rel.join(&name);
+        let meta = std::fs::symlink_metadata(&path).map_err(io_err("inspecting", &path))?;
+        let ft = meta.file_type();
+        if ft.is_file() && meta.len() == 0 && skip.contains(&relp.as_path()) {
+            continue;
         }
-        Ok(())
+        let add = |b: &mut tar::Builder<W>, h: &mut Header, p: &Path, data: &[u8]| {
+            b.append_data(h, p, data)
+                .map_err(|e| RuntimeError::io("writing the tar entry", p, e))
+        };
+        if ft.is_char_device() && meta.rdev() == 0 {
+            let mut wh = std::ffi::OsString::from(WHITEOUT_PREFIX);
+            wh.push(&name);
+            add(b, &mut empty_file_header(), &rel.join(wh), &[])?;
+            *count += 1;
+            continue;
+        }
+        if ft.is_dir() {
+            let mut h = header_for(&meta, EntryType::Directory);
+            add(b, &mut h, &relp, &[])?;
+            *count += 1;
+            if is_opaque(&path) {
+                add(b, &mut empty_file_header(), &relp.join(OPAQUE_MARKER), &[])?;
+                *count += 1;
+            }
+            walk(root, &relp, skip, b, links, count)?;
+            continue;
+        }
+        if !ft.is_symlink() && meta.nlink() > 1 {
+            let key = (meta.dev(), meta.ino());
+            if let Some(first) = links.get(&key) {
+                let mut h = header_for(&meta, EntryType::Link);
+                b.append_link(&mut h, &relp, first)
+                    .map_err(|e| RuntimeError::io("writing the tar entry", &relp, e))?;
+                *count += 1;
+                continue;
+            }
+            links.insert(key, relp.clone());
+        }
+        if ft.is_file() {
+            let mut h = header_for(&meta, EntryType::Regular);
+            h.set_size(meta.len());
+            let f = std::fs::File::open(&path).map_err(io_err("opening", &path))?;
+            b.append_data(&mut h, &relp, f)
+                .map_err(|e| RuntimeError::io("writing the tar entry", &relp, e))?;
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(&path).map_err(io_err("reading link", &path))?;
+            let mut h = header_for(&meta, EntryType::Symlink);
+            b.append_link(&mut h, &relp, &target)
+                .map_err(|e| RuntimeError::io("writing the tar entry", &relp, e))?;
+        } else {
+            let kind = if ft.is_char_device() {
+                EntryType::Char
+            } else if ft.is_block_device() {
+                EntryType::Block
+            } else if ft.is_fifo() {
+                EntryType::Fifo
+            } else {
+                // Sockets do not belong in a layer.
+                continue;
+            };
+            let mut h = header_for(&meta, kind);
+            let rdev = meta.rdev();
+            h.set_device_major(libc::major(rdev)).ok();
+            h.set_device_minor(libc::minor(rdev)).ok();
+            add(b, &mut h, &relp, &[])?;
+        }
+        *count += 1;
     }
+    Ok(())
 }
 
 #[cfg(test)]
