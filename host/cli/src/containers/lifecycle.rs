@@ -286,7 +286,6 @@ async fn boot(
     if let Some(t) = timings.as_deref_mut() {
         t.mark("VMM started");
     }
-    let previous_vmm = record.state.vmm;
     ctx.store.update(&record.id, |r| {
         r.state.vmm = Some(vmm);
         if purpose == Purpose::Run {
@@ -328,7 +327,8 @@ async fn boot(
         vm::kill_vmm(vmm);
         match purpose {
             Purpose::Run => finish(ctx, record, None, Some(format!("{e:#}")))?,
-            Purpose::Files => restore_vmm(ctx, &record.id, previous_vmm),
+            // `record` is the state from before this boot.
+            Purpose::Files => restore_vmm(ctx, &record.id, record.state.vmm),
         }
     }
     result
@@ -358,8 +358,9 @@ pub struct FilesAccess {
     pub files: VmFiles,
     /// The agent.
     pub client: Client,
-    /// Set when the VM was booted for this access: it is powered off at the end.
-    booted: Option<(VmmProcess, Option<VmmProcess>)>,
+    /// The VMM booted for this access (`record` still names the one before): it is
+    /// powered off at the end.
+    booted: Option<VmmProcess>,
 }
 
 impl FilesAccess {
@@ -378,7 +379,6 @@ impl FilesAccess {
                 booted: None,
             });
         }
-        let previous = record.state.vmm;
         let booted = boot(ctx, &record, None, Purpose::Files)
             .await
             .with_context(|| format!("boot a micro-VM to reach the files of {}", record.name))?;
@@ -386,7 +386,7 @@ impl FilesAccess {
             record,
             files,
             client: booted.client,
-            booted: Some((booted.vmm, previous)),
+            booted: Some(booted.vmm),
         })
     }
 
@@ -407,9 +407,9 @@ impl FilesAccess {
         } else {
             op.await
         };
-        if let Some((vmm, previous)) = self.booted {
+        if let Some(vmm) = self.booted {
             vm::shutdown(Some(&self.client), Some(vmm)).await;
-            restore_vmm(ctx, &self.record.id, previous);
+            restore_vmm(ctx, &self.record.id, self.record.state.vmm);
         }
         result
     }
