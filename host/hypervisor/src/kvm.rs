@@ -224,6 +224,33 @@ fn to_kvm_segment(s: &Segment) -> kvm_segment {
     }
 }
 
+/// Builds `$ty` from `$r` field by field: `kvm_regs` and [`Registers`] name the
+/// general-purpose registers alike, so one list serves both directions.
+macro_rules! copy_gprs {
+    ($r:ident => $ty:ident) => {
+        $ty {
+            rax: $r.rax,
+            rbx: $r.rbx,
+            rcx: $r.rcx,
+            rdx: $r.rdx,
+            rsi: $r.rsi,
+            rdi: $r.rdi,
+            rsp: $r.rsp,
+            rbp: $r.rbp,
+            r8: $r.r8,
+            r9: $r.r9,
+            r10: $r.r10,
+            r11: $r.r11,
+            r12: $r.r12,
+            r13: $r.r13,
+            r14: $r.r14,
+            r15: $r.r15,
+            rip: $r.rip,
+            rflags: $r.rflags,
+        }
+    };
+}
+
 fn from_kvm_segment(s: &kvm_segment) -> Segment {
     Segment {
         base: s.base,
@@ -309,26 +336,7 @@ impl crate::Vcpu for KvmVcpu {
     }
 
     fn set_registers(&mut self, r: &Registers) -> Result<()> {
-        let regs = kvm_regs {
-            rax: r.rax,
-            rbx: r.rbx,
-            rcx: r.rcx,
-            rdx: r.rdx,
-            rsi: r.rsi,
-            rdi: r.rdi,
-            rsp: r.rsp,
-            rbp: r.rbp,
-            r8: r.r8,
-            r9: r.r9,
-            r10: r.r10,
-            r11: r.r11,
-            r12: r.r12,
-            r13: r.r13,
-            r14: r.r14,
-            r15: r.r15,
-            rip: r.rip,
-            rflags: r.rflags,
-        };
+        let regs = copy_gprs!(r => kvm_regs);
         self.fd.set_regs(&regs).map_err(op("KVM_SET_REGS"))
     }
 
@@ -356,26 +364,7 @@ impl crate::Vcpu for KvmVcpu {
     fn registers(&self) -> Result<(Registers, SpecialRegisters)> {
         let r = self.fd.get_regs().map_err(op("KVM_GET_REGS"))?;
         let s = self.fd.get_sregs().map_err(op("KVM_GET_SREGS"))?;
-        let regs = Registers {
-            rax: r.rax,
-            rbx: r.rbx,
-            rcx: r.rcx,
-            rdx: r.rdx,
-            rsi: r.rsi,
-            rdi: r.rdi,
-            rsp: r.rsp,
-            rbp: r.rbp,
-            r8: r.r8,
-            r9: r.r9,
-            r10: r.r10,
-            r11: r.r11,
-            r12: r.r12,
-            r13: r.r13,
-            r14: r.r14,
-            r15: r.r15,
-            rip: r.rip,
-            rflags: r.rflags,
-        };
+        let regs = copy_gprs!(r => Registers);
         let sregs = SpecialRegisters {
             cs: from_kvm_segment(&s.cs),
             ds: from_kvm_segment(&s.ds),
