@@ -431,22 +431,15 @@ fn json_config_boots_in_the_small_vmm_with_the_console_in_a_file() {
         console
     );
     std::fs::write(&config, json).unwrap();
-    let mut child = Command::new(vmm_bin())
+    let child = Command::new(vmm_bin())
         .arg("--config")
         .arg(&config)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start berth-vmm");
-    let deadline = Instant::now() + VM_TIMEOUT;
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("berth-vmm did not finish within {VM_TIMEOUT:?}");
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-    let out = child.wait_with_output().expect("output");
+    let out = output_within(child, VM_TIMEOUT)
+        .unwrap_or_else(|_| panic!("berth-vmm did not finish within {VM_TIMEOUT:?}"));
     let log = std::fs::read_to_string(&console).unwrap_or_default();
     assert_eq!(
         out.status.code(),
@@ -507,22 +500,16 @@ fn triple_fault_makes_the_vmm_fail() {
     let dir = tempfile::tempdir().expect("tempdir");
     let kernel = dir.path().join("ud2.elf");
     std::fs::write(&kernel, triple_fault_kernel()).unwrap();
-    let mut child = Command::new(berth_bin())
+    let child = Command::new(berth_bin())
         .args(["vm", "run", "--memory", "32M", "--kernel"])
         .arg(&kernel)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start berth");
-    let deadline = Instant::now() + VM_TIMEOUT;
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("berth did not stop after a triple fault within {VM_TIMEOUT:?}");
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().expect("output");
+    let out = output_within(child, VM_TIMEOUT).unwrap_or_else(|_| {
+        panic!("berth did not stop after a triple fault within {VM_TIMEOUT:?}")
+    });
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {err}");
     assert!(err.contains("vCPU 0 triple-faulted"), "stderr: {err}");
