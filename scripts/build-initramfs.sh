@@ -16,7 +16,8 @@ target=x86_64-unknown-linux-gnu
 berth_log "building berth-agent (static, release)"
 RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --release \
   --manifest-path "$root/Cargo.toml" --target "$target" -p berth-agent >&2
-agent="$root/target/$target/release/berth-agent"
+target_dir=${CARGO_TARGET_DIR:-$root/target}
+agent="$target_dir/$target/release/berth-agent"
 if ! file_out=$(LC_ALL=C readelf -d "$agent" 2>/dev/null) || echo "$file_out" | grep -q NEEDED; then
   echo "build-initramfs: $agent is not statically linked" >&2
   exit 1

@@ -9,6 +9,12 @@
 #                     port 6000), then reboot -f
 #   berth.test=cpus   print the number of CPUs and the clocksource, then reboot -f
 #   berth.test=panic  exit from init, which makes the kernel panic
+#   berth.test=net    configure eth0 (192.168.249.2/24 via .1), then a TCP and a UDP round
+#                     trip to the host's loopback through .254, on the ports given as
+#                     berth.net.tcp=PORT and berth.net.udp=PORT, then reboot -f
+#   berth.test=fs     mount the virtio-fs share tagged "bench" on /data and run
+#                     scripts/fs-workload.sh there (berth.fs.mib=N MiB of sequential I/O),
+#                     then reboot -f (scripts/bench-fs.sh)
 #   berth.test=sleep  print one line, then wait forever (stop tests)
 #   berth.test=hello  (default) print one line, then reboot -f (the benchmark)
 # Every line init prints starts with "berth-test:".
@@ -33,6 +39,7 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$work"/{bin,dev,proc,sys,tmp}
 cp /bin/busybox "$work/bin/busybox"
 cp "$probe" "$work/bin/berth-guest-probe"
+cp "$here/fs-workload.sh" "$work/bin/fs-workload"
 cat >"$work/init" <<'INIT'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -55,8 +62,31 @@ case "$mode" in
     say "cpus=$(grep -c ^processor /proc/cpuinfo)"
     say "clocksource=$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
     ;;
+  fs)
+    mib=1024
+    for arg in $(cat /proc/cmdline); do
+      case "$arg" in berth.fs.mib=*) mib=${arg#berth.fs.mib=} ;; esac
+    done
+    mkdir -p /data
+    mount -t virtiofs bench /data && fs-workload /data "$mib" | while read -r line; do say "$line"; done
+    ;;
   sleep)
     while :; do sleep 3600; done
+    ;;
+  net)
+    for arg in $(cat /proc/cmdline); do
+      case "$arg" in
+        berth.net.tcp=*) tcp_port=${arg#berth.net.tcp=} ;;
+        berth.net.udp=*) udp_port=${arg#berth.net.udp=} ;;
+      esac
+    done
+    if berth-guest-probe net-up eth0 192.168.249.2/24 192.168.249.1; then
+      say "net-up=ok"
+    else
+      say "net-up=failed"
+    fi
+    say "tcp-reply=$(berth-guest-probe tcp-send 192.168.249.254 "$tcp_port" hello-tcp-from-guest)"
+    say "udp-reply=$(berth-guest-probe udp-send 192.168.249.254 "$udp_port" hello-udp-from-guest)"
     ;;
   full)
     berth-guest-probe vsock-echo-server 5000 &

@@ -23,7 +23,7 @@ filter=${1:-}
 kernel="$("$here/build-kernel.sh")/vmlinux"
 target=x86_64-unknown-linux-gnu
 berth_log "building the runtime tests (static)"
-mapfile -t bins < <(CARGO_TARGET_DIR="$root/target/guest-tests" RUSTFLAGS="-C target-feature=+crt-static" \
+mapfile -t bins < <(CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}/guest-tests" RUSTFLAGS="-C target-feature=+crt-static" \
   cargo test --no-run --manifest-path "$root/Cargo.toml" --target "$target" -p berth-runtime \
   --features guest-tests --test root --test cgroup --message-format=json 2>/dev/null |
   jq -r 'select(.profile.test == true and .executable != null) | .executable')

@@ -21,6 +21,19 @@ section() { printf '\n==== %s ====\n' "$*"; }
 section "set-up"
 eval "$("$here/setup.sh")"
 export CARGO_TERM_COLOR=never
+# Cargo's build is cached outside the clone, keyed by the toolchain and the lock file's
+# registry packages (a new crate of berth's own keeps the key), so a fresh clone rebuilds
+# only berth's own crates; the two newest keys are kept.
+if [ -z "${CARGO_TARGET_DIR:-}" ]; then
+  builds="$(berth_cache_dir)/cargo-target"
+  key=$({ awk 'BEGIN { RS = "" } /\nsource = /' Cargo.lock; rustc -vV; } | sha256sum | cut -c1-16)
+  export CARGO_TARGET_DIR="$builds/$key"
+  mkdir -p "$CARGO_TARGET_DIR"
+  touch "$CARGO_TARGET_DIR"
+  # shellcheck disable=SC2012
+  ls -1t "$builds" | tail -n +3 | while read -r old; do rm -rf "${builds:?}/$old"; done
+fi
+echo "cargo builds in $CARGO_TARGET_DIR"
 
 section "format and lints"
 cargo fmt --all --check
@@ -37,7 +50,7 @@ for pair in build-initramfs:BERTH_INITRAMFS build-test-initramfs:BERTH_TEST_INIT
   echo "$var=$path"
 done
 cargo build --locked -p berth -p berth-vmm
-export BERTH_BIN="$root/target/debug/berth"
+export BERTH_BIN="$CARGO_TARGET_DIR/debug/berth"
 
 section "services"
 cleanup_services=()

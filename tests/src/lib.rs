@@ -23,13 +23,24 @@ pub fn required_path(var: &str) -> PathBuf {
     }
 }
 
-/// The `berth` binary that `scripts/test.sh` built (`BERTH_BIN`), else the workspace's
-/// debug build.
+/// The `berth` binary that `scripts/test.sh` built (`BERTH_BIN`), else the one cargo built
+/// beside this test (`<target>/debug/deps/<test>` to `<target>/debug/berth`).
 pub fn berth_bin() -> PathBuf {
-    std::env::var_os("BERTH_BIN")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/debug/berth"))
+    if let Some(p) = std::env::var_os("BERTH_BIN").filter(|v| !v.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("the test's own path");
+    let bin = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("a test binary lives in <target>/debug/deps")
+        .join("berth");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build -p berth` or set BERTH_BIN",
+        bin.display()
+    );
+    bin
 }
 
 /// What a command left when it outran its deadline: the output so far.
@@ -91,5 +102,141 @@ pub fn output_within(
         Err(Overran { output })
     } else {
         Ok(output)
+    }
+}
+
+/// Bytes as text, for assertion messages.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A `berth` command on state root `root`, with the guest kernel and initramfs that
+/// `scripts/test.sh` built, and stdin closed.
+pub fn berth_command(root: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(berth_bin());
+    c.env("BERTH_ROOT", root)
+        .env("BERTH_KERNEL", required_path("BERTH_KERNEL"))
+        .env("BERTH_INITRAMFS", required_path("BERTH_INITRAMFS"))
+        .stdin(std::process::Stdio::null());
+    c
+}
+
+/// A fresh state root for one test binary (`berth-TAG-PID` in the temporary folder),
+/// with the offline default image (`BERTH_DEFAULT_IMAGE`) loaded.
+pub fn state_root(tag: &str) -> PathBuf {
+    let root = std::env::temp_dir().join(format!("berth-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&root).expect("create the state root");
+    let out = berth_command(&root)
+        .args(["load", "-i"])
+        .arg(required_path("BERTH_DEFAULT_IMAGE"))
+        .output()
+        .expect("run berth load");
+    assert!(out.status.success(), "berth load: {}", text(&out.stderr));
+    root
+}
+
+/// The last `lines` lines of each named log (`console.log`, `vmm.log`...) of every
+/// container under `root`: what explains a failure or a hang.
+pub fn container_logs(root: &std::path::Path, names: &[&str], lines: usize) -> String {
+    let mut s = String::new();
+    let dirs = std::fs::read_dir(root.join("containers"))
+        .into_iter()
+        .flatten()
+        .flatten();
+    for d in dirs {
+        for name in names {
+            let path = d.path().join(name);
+            if let Ok(t) = std::fs::read_to_string(&path) {
+                let all: Vec<&str> = t.lines().collect();
+                let tail = &all[all.len().saturating_sub(lines)..];
+                s += &format!("--- {}\n{}\n", path.display(), tail.join("\n"));
+            }
+        }
+    }
+    s
+}
+
+/// `berth` on one state root, for the VM tests: every command has a deadline, and a
+/// failure says what the containers' consoles and VMMs said.
+#[derive(Debug)]
+pub struct Berth {
+    /// The state root.
+    pub root: PathBuf,
+    /// How long one command may take.
+    pub limit: std::time::Duration,
+}
+
+impl Berth {
+    /// berth on a fresh state root for test binary `tag`, the default image loaded.
+    /// Commands may take `limit`, nested emulation included.
+    pub fn new(tag: &str, limit: std::time::Duration) -> Self {
+        Self {
+            root: state_root(tag),
+            limit,
+        }
+    }
+
+    /// A `berth` command on this root, its output piped.
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut c = berth_command(&self.root);
+        c.args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c
+    }
+
+    /// Runs `berth ARGS` to its end, failing the test past the limit.
+    #[track_caller]
+    pub fn output(&self, args: &[&str]) -> std::process::Output {
+        let child = self.command(args).spawn().expect("run berth");
+        self.finish(child, self.limit, &format!("berth {args:?}"))
+    }
+
+    /// Waits for `child` (`what`, for the message) to end, failing the test with the
+    /// diagnostics if it runs past `limit`, so that a hang fails instead of stalling.
+    #[track_caller]
+    pub fn finish(
+        &self,
+        child: std::process::Child,
+        limit: std::time::Duration,
+        what: &str,
+    ) -> std::process::Output {
+        match output_within(child, limit) {
+            Ok(out) => out,
+            Err(Overran { output }) => panic!(
+                "{what} did not end within {limit:?}:\nstdout: {}\nstderr: {}\n{}",
+                text(&output.stdout),
+                text(&output.stderr),
+                self.diagnostics()
+            ),
+        }
+    }
+
+    /// Runs `berth ARGS`, which must succeed; its stdout.
+    #[track_caller]
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.output(args);
+        assert!(
+            out.status.success(),
+            "berth {args:?} failed ({:?}):\nstdout: {}\nstderr: {}\n{}",
+            out.status.code(),
+            text(&out.stdout),
+            text(&out.stderr),
+            self.diagnostics()
+        );
+        text(&out.stdout)
+    }
+
+    /// The tail of every container's console, VMM and container log, and the processes
+    /// running: what explains a failure or a hang.
+    pub fn diagnostics(&self) -> String {
+        let mut s = container_logs(&self.root, &["console.log", "vmm.log", "container.log"], 25);
+        if let Ok(ps) = std::process::Command::new("ps")
+            .args(["-eo", "pid,ppid,stat,args"])
+            .output()
+        {
+            s += &format!("--- ps\n{}", text(&ps.stdout));
+        }
+        s
     }
 }

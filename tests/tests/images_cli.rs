@@ -10,22 +10,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use berth_tests::berth_bin;
 use common::*;
-
-fn berth_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("BERTH_BIN") {
-        return PathBuf::from(p);
-    }
-    // target/debug/deps/<test> -> target/debug/berth
-    let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().unwrap().parent().unwrap().join("berth");
-    assert!(
-        p.is_file(),
-        "{} is missing: build it with `cargo build -p berth` or set BERTH_BIN",
-        p.display()
-    );
-    p
-}
 
 struct Env {
     dir: tempfile::TempDir,

@@ -33,6 +33,8 @@ fn built_kernel_config_matches_the_fragment() {
         "CONFIG_OVERLAY_FS=y",
         "CONFIG_VIRTIO_VSOCKETS=y",
         "CONFIG_CFS_BANDWIDTH=y",
+        "CONFIG_FUSE_FS=y",
+        "CONFIG_VIRTIO_FS=y",
     ] {
         assert!(text.lines().any(|l| l == opt), "{opt} in the built .config");
     }

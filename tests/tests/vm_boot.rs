@@ -7,33 +7,18 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use berth_tests::{output_within, repo_root, required_path};
+use berth_tests::{berth_bin, output_within, repo_root, required_path};
 
 /// How long one VM may take (nested virtualization under TCG is slow).
 const VM_TIMEOUT: Duration = Duration::from_secs(240);
 const GUEST_ECHO_PORT: u32 = 5000;
 const HOST_LISTEN_PORT: u32 = 6000;
-
-fn berth_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("BERTH_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("berth");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build -p berth` or set BERTH_BIN",
-        bin.display()
-    );
-    bin
-}
 
 fn initramfs() -> PathBuf {
     if let Some(p) = std::env::var_os("BERTH_TEST_INITRAMFS") {

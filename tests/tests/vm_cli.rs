@@ -3,116 +3,42 @@
 //! and BERTH_DEFAULT_IMAGE (the offline busybox image archive) set.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use berth_tests::{berth_bin, output_within, required_path, Overran};
+use berth_tests::{berth_command, text, Berth};
 
 const IMAGE: &str = "berth.local/busybox:latest";
-
-/// One state root for the whole binary, with the default image loaded once.
-fn root() -> &'static Path {
-    static ROOT: OnceLock<PathBuf> = OnceLock::new();
-    ROOT.get_or_init(|| {
-        let root = std::env::temp_dir().join(format!("berth-e2e-{}", std::process::id()));
-        std::fs::create_dir_all(&root).unwrap();
-        let archive = required_path("BERTH_DEFAULT_IMAGE");
-        let out = cmd(&root)
-            .args(["load", "-i"])
-            .arg(&archive)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "berth load: {}", text(&out.stderr));
-        root
-    })
-}
-
-fn cmd(root: &Path) -> Command {
-    let mut c = Command::new(berth_bin());
-    c.env("BERTH_ROOT", root)
-        .env("BERTH_KERNEL", required_path("BERTH_KERNEL"))
-        .env("BERTH_INITRAMFS", required_path("BERTH_INITRAMFS"))
-        .stdin(Stdio::null());
-    c
-}
-
-fn berth(args: &[&str]) -> Output {
-    let child = cmd(root())
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run berth");
-    finish_named(child, COMMAND_LIMIT, &format!("berth {args:?}"))
-}
 
 /// No single berth command of these tests takes this long, even nested under emulation.
 const COMMAND_LIMIT: Duration = Duration::from_secs(300);
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+/// berth on one state root for the whole binary, with the default image loaded once.
+fn b() -> &'static Berth {
+    static BERTH: OnceLock<Berth> = OnceLock::new();
+    BERTH.get_or_init(|| Berth::new("e2e", COMMAND_LIMIT))
+}
+
+fn root() -> &'static Path {
+    &b().root
+}
+
+#[track_caller]
+fn berth(args: &[&str]) -> Output {
+    b().output(args)
 }
 
 #[track_caller]
 fn ok(args: &[&str]) -> String {
-    let out = berth(args);
-    assert!(
-        out.status.success(),
-        "berth {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
+    b().ok(args)
 }
 
-/// Waits for a spawned berth with a deadline, so that a hang fails the test instead of
-/// stalling the suite.
+/// Waits for a spawned berth with a deadline.
 #[track_caller]
 fn finish(child: std::process::Child, limit: Duration) -> Output {
-    finish_named(child, limit, "berth")
-}
-
-#[track_caller]
-fn finish_named(child: std::process::Child, limit: Duration, what: &str) -> Output {
-    match output_within(child, limit) {
-        Ok(out) => out,
-        Err(Overran { output }) => panic!(
-            "{what} did not end within {limit:?}:\nstdout: {}\nstderr: {}\n{}",
-            text(&output.stdout),
-            text(&output.stderr),
-            diagnostics()
-        ),
-    }
-}
-
-/// The tail of every container's console, VMM and container log, and the processes
-/// running: what explains a hang.
-fn diagnostics() -> String {
-    let mut s = String::new();
-    let dirs = std::fs::read_dir(root().join("containers"))
-        .into_iter()
-        .flatten()
-        .flatten();
-    for d in dirs {
-        for name in ["console.log", "vmm.log", "container.log"] {
-            let path = d.path().join(name);
-            if let Ok(t) = std::fs::read_to_string(&path) {
-                let lines: Vec<&str> = t.lines().collect();
-                let tail = &lines[lines.len().saturating_sub(25)..];
-                s += &format!("--- {}\n{}\n", path.display(), tail.join("\n"));
-            }
-        }
-    }
-    if let Ok(ps) = Command::new("ps")
-        .args(["-eo", "pid,ppid,stat,args"])
-        .output()
-    {
-        s += &format!("--- ps\n{}", text(&ps.stdout));
-    }
-    s
+    b().finish(child, limit, "berth")
 }
 
 fn container_dirs() -> usize {
@@ -141,7 +67,7 @@ fn exit_codes_pass_through() {
     let out = berth(&["run", "--rm", IMAGE, "/no/such/program"]);
     assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
     // SIGKILL from outside: the foreground run ends with 128+9.
-    let child = cmd(root())
+    let child = berth_command(root())
         .args(["run", "--rm", "--name", "killme", IMAGE, "sleep", "600"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -174,7 +100,7 @@ fn exit_codes_pass_through() {
 #[test]
 #[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
 fn stdin_is_piped_through() {
-    let mut child = cmd(root())
+    let mut child = berth_command(root())
         .args(["run", "--rm", "-i", IMAGE, "sh", "-c", "wc -c; cat"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -217,9 +143,11 @@ fn env_workdir_and_user_are_applied() {
         "-c",
         "hostname; cat /etc/hostname; grep -w harbour /etc/hosts; grep -w localhost /etc/hosts | head -1",
     ]);
+    // With the default network the hostname is on the container's address, as in
+    // docker (127.0.1.1 is for --network none).
     assert_eq!(
         out,
-        "harbour\nharbour\n127.0.1.1\tharbour\n127.0.0.1\tlocalhost\n"
+        "harbour\nharbour\n192.168.249.2\tharbour\n127.0.0.1\tlocalhost\n"
     );
     // Without --hostname, docker's: the short ID, in /etc/hostname too.
     let id = ok(&["create", IMAGE, "cat", "/etc/hostname"]);
@@ -522,7 +450,7 @@ fn cp_and_commit_reach_created_and_exited_containers() {
     ok(&[
         "create", "-i", "--name", "echoer", IMAGE, "tr", "a-z", "A-Z",
     ]);
-    let mut child = cmd(root())
+    let mut child = berth_command(root())
         .args(["start", "-a", "-i", "echoer"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -599,7 +527,7 @@ fn a_crashed_vm_is_reported_and_shown_exited() {
     ok(&["rm", id]);
 
     // In the foreground, berth exits with a clear error when its VM dies mid-run.
-    let child = cmd(root())
+    let child = berth_command(root())
         .args(["run", "--name", "doomed2", IMAGE, "sleep", "600"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -607,7 +535,7 @@ fn a_crashed_vm_is_reported_and_shown_exited() {
         .unwrap();
     let started = Instant::now();
     let pid = loop {
-        if let Ok(out) = cmd(root()).args(["inspect", "doomed2"]).output() {
+        if let Ok(out) = berth_command(root()).args(["inspect", "doomed2"]).output() {
             if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
                 if let Some(p) = v[0]["State"]["VmmPid"].as_u64() {
                     // Wait until the container really runs.
@@ -681,7 +609,7 @@ fn cgroup_limits_are_in_the_guest() {
 #[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
 fn sigterm_to_berth_reaches_the_container() {
     use std::io::BufRead;
-    let mut child = cmd(root())
+    let mut child = berth_command(root())
         .args([
             "run",
             "--rm",
@@ -741,4 +669,46 @@ fn top_stats_start_and_restart() {
     assert_ne!(boot1, boot2, "a restart boots a fresh micro-VM");
     ok(&["rm", "-f", id]);
     assert!(!ok(&["ps", "-a"]).contains("worker"));
+}
+
+#[test]
+#[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
+fn a_killed_cli_leaves_its_container_to_end_as_it_would() {
+    use std::io::BufRead;
+    let before = container_dirs();
+    let mut child = berth_command(root())
+        .args([
+            "run",
+            "--rm",
+            "--name",
+            "orphaned",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo ready; sleep 3; echo finished",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert_eq!(first, "ready\n");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The standby monitor takes over: the container ends, its VM powers off, and --rm
+    // removes it, with nobody attached.
+    let started = std::time::Instant::now();
+    while container_dirs() != before {
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "the container of a killed CLI was not removed:\n{}\n{}",
+            ok(&["ps", "-a"]),
+            b().diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(!ok(&["ps", "-a"]).contains("orphaned"));
+    assert_no_orphan_vmms();
 }

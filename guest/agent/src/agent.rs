@@ -244,6 +244,20 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), WireError> {
         .map_err(|e| WireError::new(ErrorKind::System, format!("creating a pipe: {e}")))
 }
 
+/// The VM's one virtio-net device, as the guest kernel names it.
+const VM_NIC: &str = "eth0";
+
+/// Leaves the container in the VM's network namespace: with one container per VM, the VM
+/// is the isolation boundary, and the container sees `eth0` and its address directly.
+fn share_vm_network(spec: &mut oci_spec::runtime::Spec) {
+    use oci_spec::runtime::LinuxNamespaceType;
+    if let Some(linux) = spec.linux_mut() {
+        if let Some(ns) = linux.namespaces_mut() {
+            ns.retain(|n| n.typ() != LinuxNamespaceType::Network);
+        }
+    }
+}
+
 fn sys_err(what: &str, e: impl std::fmt::Display) -> WireError {
     WireError::new(ErrorKind::System, format!("{what}: {e}"))
 }
@@ -439,6 +453,10 @@ impl Agent {
                 cgroup2: berth_runtime::cgroup::is_cgroup2(std::path::Path::new(
                     berth_runtime::cgroup::CGROUP_ROOT,
                 )),
+                features: vec![
+                    berth_protocol::FEATURE_NETWORK.to_string(),
+                    berth_protocol::FEATURE_MOUNTS.to_string(),
+                ],
             })),
             Request::Create(req) => self.create(*req).await,
             Request::Start(p) => self.start(p).await,
@@ -605,8 +623,42 @@ impl Agent {
             )));
         }
         let mut spec = req.spec;
-        crate::etc::provide(&mut spec, &self.etc_root.join(&req.id), &req.id)
-            .map_err(|e| sys_err("writing /etc/hosts and /etc/hostname", e))?;
+        berth_protocol::validate_extra_hosts(&req.extra_hosts)?;
+        if let Some(net) = &req.network {
+            net.validate()?;
+            let net = net.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::netif::set_mtu(VM_NIC, net.mtu)?;
+                crate::netif::configure(VM_NIC, net.address, net.prefix, Some(net.gateway))
+            })
+            .await
+            .map_err(|e| sys_err("network set-up task failed", e))?
+            .map_err(|e| {
+                sys_err(
+                    &format!("setting up {VM_NIC} (is there a virtio-net device?)"),
+                    e,
+                )
+            })?;
+            share_vm_network(&mut spec);
+        }
+        berth_protocol::validate_mounts(&req.mounts)?;
+        if !req.mounts.is_empty() {
+            let mounts = req.mounts.clone();
+            spec = tokio::task::spawn_blocking(move || {
+                crate::mounts::provide(&mut spec, &mounts).map(|()| spec)
+            })
+            .await
+            .map_err(|e| sys_err("mount set-up task failed", e))?
+            .map_err(|e| sys_err("setting up the container's mounts", e))?;
+        }
+        crate::etc::provide(
+            &mut spec,
+            &self.etc_root.join(&req.id),
+            &req.id,
+            req.network.as_ref(),
+            &req.extra_hosts,
+        )
+        .map_err(|e| sys_err("writing /etc/hosts, /etc/hostname and /etc/resolv.conf", e))?;
         let mut stdio_opts = req.stdio;
         let console = match spec.process_mut() {
             Some(p) => {

@@ -1,14 +1,21 @@
-//! The files docker gives every container: `/etc/hostname` and `/etc/hosts`, written per
-//! container and bind-mounted over the image's, so that the container's own name resolves
-//! and the image's files stay untouched (and out of `commit`).
+//! The files docker gives every container: `/etc/hostname`, `/etc/hosts` and, with a
+//! network, `/etc/resolv.conf`, written per container and bind-mounted over the image's,
+//! so that the container's own name resolves, its resolver is the one the host chose, and
+//! the image's files stay untouched (and out of `commit`).
 
+use std::fmt::Write as _;
 use std::io;
 use std::path::Path;
 
+use berth_protocol::{HostEntry, NetworkConfig};
 use oci_spec::runtime::{Mount, MountBuilder, Spec};
 
 /// Where each file goes in the container, and its name in the per-container folder.
-const FILES: [(&str, &str); 2] = [("/etc/hostname", "hostname"), ("/etc/hosts", "hosts")];
+const FILES: [(&str, &str); 3] = [
+    ("/etc/hostname", "hostname"),
+    ("/etc/hosts", "hosts"),
+    ("/etc/resolv.conf", "resolv.conf"),
+];
 
 /// The files' places relative to the container's root (`etc/hosts`), for `commit` to leave
 /// out the empty files made to mount them on.
@@ -28,22 +35,47 @@ pub fn hostname(spec: &Spec, id: &str) -> String {
         .unwrap_or_else(|| id.chars().take(12).collect())
 }
 
-/// `/etc/hosts`: loopback names, and the hostname on 127.0.1.1 (there is no network yet).
-pub fn hosts(hostname: &str) -> String {
-    format!(
+/// `/etc/hosts`: loopback names, the extra entries (`--add-host`, the host's names), and
+/// the hostname on the container's address (127.0.1.1 without a network).
+pub fn hosts(hostname: &str, network: Option<&NetworkConfig>, extra: &[HostEntry]) -> String {
+    let mut out = String::from(
         "127.0.0.1\tlocalhost\n\
          ::1\tlocalhost ip6-localhost ip6-loopback\n\
          fe00::0\tip6-localnet\n\
          ff00::0\tip6-mcastprefix\n\
          ff02::1\tip6-allnodes\n\
-         ff02::2\tip6-allrouters\n\
-         127.0.1.1\t{hostname}\n"
-    )
+         ff02::2\tip6-allrouters\n",
+    );
+    for h in extra {
+        let _ = writeln!(out, "{}\t{}", h.address, h.name);
+    }
+    let own = network.map_or_else(|| "127.0.1.1".to_string(), |n| n.address.to_string());
+    let _ = writeln!(out, "{own}\t{hostname}");
+    out
+}
+
+/// `/etc/resolv.conf` of a networked container.
+pub fn resolv_conf(network: &NetworkConfig) -> String {
+    let mut out = String::new();
+    for ns in &network.nameservers {
+        let _ = writeln!(out, "nameserver {ns}");
+    }
+    if !network.search.is_empty() {
+        let _ = writeln!(out, "search {}", network.search.join(" "));
+    }
+    out
 }
 
 /// Writes the files into `dir` and adds their bind mounts to `spec`, leaving alone any
-/// the spec already mounts (a user's volume wins).
-pub fn provide(spec: &mut Spec, dir: &Path, id: &str) -> io::Result<()> {
+/// the spec already mounts (a user's volume wins). Without a network the image's
+/// `/etc/resolv.conf` stays: there is nothing to resolve with.
+pub fn provide(
+    spec: &mut Spec,
+    dir: &Path,
+    id: &str,
+    network: Option<&NetworkConfig>,
+    extra: &[HostEntry],
+) -> io::Result<()> {
     let name = hostname(spec, id);
     std::fs::create_dir_all(dir)?;
     let mut mounts: Vec<Mount> = spec.mounts().clone().unwrap_or_default();
@@ -51,9 +83,11 @@ pub fn provide(spec: &mut Spec, dir: &Path, id: &str) -> io::Result<()> {
         if mounts.iter().any(|m| m.destination() == Path::new(dest)) {
             continue;
         }
-        let text = match file {
-            "hostname" => format!("{name}\n"),
-            _ => hosts(&name),
+        let text = match (file, network) {
+            ("hostname", _) => format!("{name}\n"),
+            ("hosts", _) => hosts(&name, network, extra),
+            (_, Some(n)) => resolv_conf(n),
+            (_, None) => continue,
         };
         let path = dir.join(file);
         std::fs::write(&path, text)?;
@@ -80,9 +114,10 @@ mod tests {
         let mut spec = Spec::default();
         spec.set_hostname(Some("web".into()));
         let before = spec.mounts().as_ref().map_or(0, Vec::len);
-        provide(&mut spec, dir.path(), "0123456789abcdef").unwrap();
+        provide(&mut spec, dir.path(), "0123456789abcdef", None, &[]).unwrap();
         let mounts = spec.mounts().clone().unwrap();
-        assert_eq!(mounts.len(), before + 2);
+        assert_eq!(mounts.len(), before + 2, "no resolv.conf without a network");
+        assert!(!dir.path().join("resolv.conf").exists());
         let hosts_mount = mounts
             .iter()
             .find(|m| m.destination() == Path::new("/etc/hosts"))
@@ -109,7 +144,7 @@ mod tests {
         let mut ms = mine.mounts().clone().unwrap_or_default();
         ms.push(own);
         mine.set_mounts(Some(ms));
-        provide(&mut mine, dir2.path(), "0123456789abcdef").unwrap();
+        provide(&mut mine, dir2.path(), "0123456789abcdef", None, &[]).unwrap();
         let ms = mine.mounts().clone().unwrap();
         let hosts: Vec<_> = ms
             .iter()
@@ -126,5 +161,68 @@ mod tests {
             "0123456789ab\n",
             "docker's default hostname: the short ID"
         );
+    }
+
+    fn network() -> NetworkConfig {
+        NetworkConfig {
+            address: "192.168.249.2".parse().unwrap(),
+            prefix: 24,
+            gateway: "192.168.249.1".parse().unwrap(),
+            mtu: 1500,
+            nameservers: vec!["192.168.249.1".parse().unwrap()],
+            search: vec!["corp.example".into()],
+        }
+    }
+
+    #[test]
+    fn a_network_brings_resolv_conf_and_host_entries() {
+        let net = network();
+        let extra = [
+            HostEntry {
+                name: "host.docker.internal".into(),
+                address: "192.168.249.254".parse().unwrap(),
+            },
+            HostEntry {
+                name: "db".into(),
+                address: "10.0.0.5".parse().unwrap(),
+            },
+        ];
+        assert_eq!(
+            resolv_conf(&net),
+            "nameserver 192.168.249.1\nsearch corp.example\n"
+        );
+        let h = hosts("web", Some(&net), &extra);
+        assert!(
+            h.ends_with(
+                "192.168.249.254\thost.docker.internal\n10.0.0.5\tdb\n192.168.249.2\tweb\n"
+            ),
+            "{h}"
+        );
+        let h = hosts("web", None, &extra[1..]);
+        assert!(h.ends_with("10.0.0.5\tdb\n127.0.1.1\tweb\n"), "{h}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = Spec::default();
+        spec.set_hostname(Some("web".into()));
+        provide(
+            &mut spec,
+            dir.path(),
+            "0123456789abcdef",
+            Some(&net),
+            &extra,
+        )
+        .unwrap();
+        let mounts = spec.mounts().clone().unwrap();
+        let resolv = mounts
+            .iter()
+            .find(|m| m.destination() == Path::new("/etc/resolv.conf"))
+            .expect("resolv.conf is mounted");
+        assert_eq!(
+            std::fs::read_to_string(resolv.source().as_ref().unwrap()).unwrap(),
+            resolv_conf(&net)
+        );
+        assert!(std::fs::read_to_string(dir.path().join("hosts"))
+            .unwrap()
+            .contains("10.0.0.5\tdb\n"));
     }
 }

@@ -104,39 +104,13 @@ pub fn init_system(hostname: &str) -> Result<()> {
         let _ = std::os::unix::fs::symlink(t, l);
     }
     nix::unistd::sethostname(hostname).context("setting the hostname")?;
-    if let Err(e) = loopback_up() {
+    if let Err(e) = crate::netif::up("lo") {
         tracing::warn!("bringing up lo: {e}");
     }
-    Ok(())
-}
-
-/// `ip link set lo up`.
-pub fn loopback_up() -> Result<()> {
-    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
-    let s = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .context("socket")?;
-    // SAFETY: an all-zero ifreq is valid; the name is copied within its bounds.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
-        *d = *s as libc::c_char;
-    }
-    use std::os::fd::AsRawFd;
-    // SAFETY: SIOCGIFFLAGS fills ifr for the named interface.
-    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) } < 0 {
-        return Err(std::io::Error::last_os_error()).context("SIOCGIFFLAGS lo");
-    }
-    // SAFETY: ifru_flags is the member SIOCGIFFLAGS filled.
-    unsafe {
-        ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-    }
-    // SAFETY: SIOCSIFFLAGS reads ifr.
-    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) } < 0 {
-        return Err(std::io::Error::last_os_error()).context("SIOCSIFFLAGS lo");
+    // The kernel's fallback tunnels (sit0 and the like) stay in the VM's own namespace:
+    // a container's fresh namespace (`--network none`) gets only `lo`, as in docker.
+    if let Err(e) = std::fs::write("/proc/sys/net/core/fb_tunnels_only_for_init_net", "1") {
+        tracing::warn!("keeping fallback tunnels out of container namespaces: {e}");
     }
     Ok(())
 }

@@ -14,6 +14,8 @@ mod aio;
 mod etc;
 mod init;
 mod logs;
+mod mounts;
+mod netif;
 mod server;
 
 use std::path::PathBuf;

@@ -93,6 +93,9 @@ impl Agent {
             }),
             user: None,
             stdio,
+            network: None,
+            extra_hosts: Vec::new(),
+            mounts: Vec::new(),
         }
     }
 }

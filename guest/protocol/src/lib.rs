@@ -47,6 +47,21 @@ pub const STREAM_PORT: u32 = 1025;
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 /// The guest's vsock context id (the host is 2).
 pub const GUEST_CID: u32 = 3;
+/// What an agent that sets up [`CreateRequest::network`] lists in [`AgentInfo::features`].
+/// Older agents ignore the field, so a host checks for this before relying on it.
+pub const FEATURE_NETWORK: &str = "network";
+/// What an agent that adds [`CreateRequest::mounts`] lists in [`AgentInfo::features`].
+pub const FEATURE_MOUNTS: &str = "mounts";
+/// Most mounts of one container.
+pub const MAX_MOUNTS: usize = 64;
+/// Longest virtio-fs tag (the device's config field).
+pub const MAX_SHARE_TAG: usize = 36;
+/// Most nameservers in a container's `/etc/resolv.conf` (the resolver's own limit).
+pub const MAX_NAMESERVERS: usize = 3;
+/// Most search domains in `/etc/resolv.conf`.
+pub const MAX_SEARCH: usize = 6;
+/// Most extra `/etc/hosts` entries.
+pub const MAX_EXTRA_HOSTS: usize = 256;
 
 /// Errors of the framing layer.
 #[derive(Debug, thiserror::Error)]
@@ -366,6 +381,219 @@ pub struct CreateRequest {
     pub user: Option<String>,
     /// stdio of the init process.
     pub stdio: StdioOptions,
+    /// The VM's network, set up by the agent on `eth0` (the VM's one virtio-net device)
+    /// before the container is created. With a network the container shares the VM's
+    /// network namespace: one container runs per VM, and the VM is the isolation
+    /// boundary. Without one (`--network none`) it gets a namespace of its own with only
+    /// `lo`. Agents without [`FEATURE_NETWORK`] ignore this field.
+    #[serde(default)]
+    pub network: Option<NetworkConfig>,
+    /// Extra `/etc/hosts` entries (`--add-host`), with or without a network.
+    #[serde(default)]
+    pub extra_hosts: Vec<HostEntry>,
+    /// Host folders (virtio-fs shares of the VM) and tmpfs mounts of the container, in
+    /// the order they are mounted. Agents without [`FEATURE_MOUNTS`] ignore this field.
+    #[serde(default)]
+    pub mounts: Vec<ContainerMount>,
+}
+
+/// One mount the agent adds to a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerMount {
+    /// The absolute path inside the container.
+    pub target: String,
+    /// Mounted read-only.
+    #[serde(default)]
+    pub read_only: bool,
+    /// What is mounted.
+    pub source: MountSource,
+}
+
+/// What a [`ContainerMount`] mounts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum MountSource {
+    /// The VM's virtio-fs device with this tag (a host folder or a volume).
+    Share {
+        /// The device's tag.
+        tag: String,
+    },
+    /// A tmpfs in the guest's memory.
+    Tmpfs {
+        /// Size limit in bytes.
+        #[serde(default)]
+        size_bytes: Option<u64>,
+        /// Mode of its root.
+        #[serde(default)]
+        mode: Option<u32>,
+        /// Extra flags: `noexec`, `exec`, `nosuid`, `suid`, `nodev`, `dev`.
+        #[serde(default)]
+        flags: Vec<String>,
+    },
+}
+
+/// The tmpfs flags a [`MountSource::Tmpfs`] may carry.
+pub const TMPFS_FLAGS: [&str; 6] = ["noexec", "exec", "nosuid", "suid", "nodev", "dev"];
+
+/// Checks the mounts of a create request.
+pub fn validate_mounts(mounts: &[ContainerMount]) -> Result<(), WireError> {
+    if mounts.len() > MAX_MOUNTS {
+        return Err(invalid(
+            "mounts",
+            format!("{} mounts are too many: at most {MAX_MOUNTS}", mounts.len()),
+        ));
+    }
+    for m in mounts {
+        let path = std::path::Path::new(&m.target);
+        if !path.is_absolute()
+            || path
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+            || m.target.trim_end_matches('/').is_empty()
+        {
+            return Err(invalid(
+                "mounts.target",
+                format!("{:?} is not an absolute path below / without ..", m.target),
+            ));
+        }
+        match &m.source {
+            MountSource::Share { tag } => {
+                if tag.is_empty()
+                    || tag.len() > MAX_SHARE_TAG
+                    || !tag
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+                {
+                    return Err(invalid(
+                        "mounts.source.tag",
+                        format!("{tag:?} is not a share tag"),
+                    ));
+                }
+            }
+            MountSource::Tmpfs { flags, mode, .. } => {
+                if let Some(f) = flags.iter().find(|f| !TMPFS_FLAGS.contains(&f.as_str())) {
+                    return Err(invalid(
+                        "mounts.source.flags",
+                        format!("{f:?} is not a tmpfs flag"),
+                    ));
+                }
+                if mode.is_some_and(|m| m > 0o7777) {
+                    return Err(invalid(
+                        "mounts.source.mode",
+                        format!("{mode:?} is not a mode"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A container's IPv4 network: the address of `eth0`, its route and its resolver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkConfig {
+    /// The guest's address.
+    pub address: std::net::Ipv4Addr,
+    /// The subnet's prefix length (1 to 30).
+    pub prefix: u8,
+    /// The default route.
+    pub gateway: std::net::Ipv4Addr,
+    /// Link MTU of `eth0`.
+    pub mtu: u16,
+    /// `nameserver` lines of `/etc/resolv.conf` (1 to [`MAX_NAMESERVERS`]).
+    pub nameservers: Vec<std::net::IpAddr>,
+    /// `search` domains of `/etc/resolv.conf`.
+    #[serde(default)]
+    pub search: Vec<String>,
+}
+
+/// One `/etc/hosts` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostEntry {
+    /// The name.
+    pub name: String,
+    /// Its address.
+    pub address: std::net::IpAddr,
+}
+
+/// Whether `name` may go into `/etc/hosts` or a `search` line: 1 to 253 bytes of
+/// letters, digits, `-`, `_` and `.`.
+pub fn valid_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn invalid(field: &str, message: String) -> WireError {
+    WireError {
+        field: Some(field.to_string()),
+        ..WireError::new(ErrorKind::InvalidConfig, message)
+    }
+}
+
+impl NetworkConfig {
+    /// Checks what the agent will write into the guest.
+    pub fn validate(&self) -> Result<(), WireError> {
+        if !(1..=30).contains(&self.prefix) {
+            return Err(invalid(
+                "network.prefix",
+                format!("prefix /{} is unusable: give 1 to 30", self.prefix),
+            ));
+        }
+        if !(68..=65535).contains(&self.mtu) {
+            return Err(invalid(
+                "network.mtu",
+                format!("MTU {} is too small: give 68 or more", self.mtu),
+            ));
+        }
+        if self.nameservers.is_empty() || self.nameservers.len() > MAX_NAMESERVERS {
+            return Err(invalid(
+                "network.nameservers",
+                format!(
+                    "{} nameservers given: give 1 to {MAX_NAMESERVERS}",
+                    self.nameservers.len()
+                ),
+            ));
+        }
+        if self.search.len() > MAX_SEARCH {
+            return Err(invalid(
+                "network.search",
+                format!(
+                    "{} search domains are too many: at most {MAX_SEARCH}",
+                    self.search.len()
+                ),
+            ));
+        }
+        if let Some(d) = self.search.iter().find(|d| !valid_host_name(d)) {
+            return Err(invalid(
+                "network.search",
+                format!("search domain {d:?} is not a DNS name"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks extra `/etc/hosts` entries.
+pub fn validate_extra_hosts(hosts: &[HostEntry]) -> Result<(), WireError> {
+    if hosts.len() > MAX_EXTRA_HOSTS {
+        return Err(invalid(
+            "extra_hosts",
+            format!(
+                "{} extra hosts are too many: at most {MAX_EXTRA_HOSTS}",
+                hosts.len()
+            ),
+        ));
+    }
+    if let Some(h) = hosts.iter().find(|h| !valid_host_name(&h.name)) {
+        return Err(invalid(
+            "extra_hosts",
+            format!("{:?} is not a host name", h.name),
+        ));
+    }
+    Ok(())
 }
 
 /// Prepare a process in a running container (it runs at [`Request::Start`] with its exec id).
@@ -528,6 +756,9 @@ pub struct AgentInfo {
     pub kernel: String,
     /// Whether cgroup v2 limits can be applied.
     pub cgroup2: bool,
+    /// Optional parts of the protocol this agent implements ([`FEATURE_NETWORK`]).
+    #[serde(default)]
+    pub features: Vec<String>,
 }
 
 /// Successful answers.

@@ -59,6 +59,36 @@ fn sample_create() -> CreateRequest {
             tty: true,
             open_stdin: true,
         },
+        network: Some(NetworkConfig {
+            address: "192.168.249.2".parse().unwrap(),
+            prefix: 24,
+            gateway: "192.168.249.1".parse().unwrap(),
+            mtu: 1500,
+            nameservers: vec!["192.168.249.1".parse().unwrap()],
+            search: vec![],
+        }),
+        extra_hosts: vec![HostEntry {
+            name: "db".into(),
+            address: "10.0.0.5".parse().unwrap(),
+        }],
+        mounts: vec![
+            ContainerMount {
+                target: "/src".into(),
+                read_only: true,
+                source: MountSource::Share {
+                    tag: "berth0".into(),
+                },
+            },
+            ContainerMount {
+                target: "/run".into(),
+                read_only: false,
+                source: MountSource::Tmpfs {
+                    size_bytes: Some(1 << 20),
+                    mode: Some(0o1777),
+                    flags: vec!["noexec".into()],
+                },
+            },
+        ],
     }
 }
 
@@ -141,6 +171,7 @@ async fn client_matches_concurrent_responses_by_id() {
             uptime_ms: 5,
             kernel: "6.1".into(),
             cgroup2: true,
+            features: vec![FEATURE_NETWORK.into()],
         })),
         Request::Wait(p) if p.exec.as_deref() == Some("e1") => Ok(Response::Exited { code: 137 }),
         Request::Wait(_) => Ok(Response::Exited { code: 3 }),
@@ -386,4 +417,97 @@ async fn chunks_round_trip_and_carry_eof_and_errors() {
 fn exit_codes_follow_docker() {
     assert_eq!(exit_code(Some(3), None), 3);
     assert_eq!(exit_code(None, Some(9)), 137);
+}
+
+#[test]
+fn network_fields_are_additive_and_checked() {
+    // A create request from a host before networking still decodes, with no network.
+    let mut v = serde_json::to_value(sample_create()).unwrap();
+    let obj = v.as_object_mut().unwrap();
+    obj.remove("network");
+    obj.remove("extra_hosts");
+    let old: CreateRequest = serde_json::from_value(v).unwrap();
+    assert_eq!(old.network, None);
+    assert!(old.extra_hosts.is_empty());
+    let info: AgentInfo = serde_json::from_str(
+        r#"{"agent_version":"0","protocol":1,"uptime_ms":1,"kernel":"k","cgroup2":true}"#,
+    )
+    .unwrap();
+    assert!(info.features.is_empty(), "an old agent lists no features");
+
+    let good = sample_create().network.unwrap();
+    good.validate().unwrap();
+    let field = |n: NetworkConfig| n.validate().unwrap_err().field.unwrap();
+    assert_eq!(
+        field(NetworkConfig {
+            prefix: 31,
+            ..good.clone()
+        }),
+        "network.prefix"
+    );
+    assert_eq!(
+        field(NetworkConfig {
+            mtu: 10,
+            ..good.clone()
+        }),
+        "network.mtu"
+    );
+    assert_eq!(
+        field(NetworkConfig {
+            nameservers: vec![],
+            ..good.clone()
+        }),
+        "network.nameservers"
+    );
+    assert_eq!(
+        field(NetworkConfig {
+            search: vec!["a b".into()],
+            ..good.clone()
+        }),
+        "network.search"
+    );
+    let host = |name: &str| HostEntry {
+        name: name.into(),
+        address: "10.0.0.1".parse().unwrap(),
+    };
+    validate_extra_hosts(&[host("db"), host("a.b-c")]).unwrap();
+    let e = validate_extra_hosts(&[host("bad\nname")]).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidConfig);
+    assert!(validate_extra_hosts(&vec![host("x"); MAX_EXTRA_HOSTS + 1]).is_err());
+}
+
+#[test]
+fn mounts_are_checked() {
+    let share = |target: &str, tag: &str| ContainerMount {
+        target: target.into(),
+        read_only: false,
+        source: MountSource::Share { tag: tag.into() },
+    };
+    validate_mounts(&sample_create().mounts).unwrap();
+    for bad in [
+        share("rel", "t0"),
+        share("/a/../b", "t0"),
+        share("/", "t0"),
+        share("/a", ""),
+        share("/a", "a/b"),
+        share("/a", &"t".repeat(MAX_SHARE_TAG + 1)),
+        ContainerMount {
+            target: "/t".into(),
+            read_only: false,
+            source: MountSource::Tmpfs {
+                size_bytes: None,
+                mode: None,
+                flags: vec!["remount".into()],
+            },
+        },
+    ] {
+        assert_eq!(
+            validate_mounts(std::slice::from_ref(&bad))
+                .unwrap_err()
+                .kind,
+            ErrorKind::InvalidConfig,
+            "{bad:?}"
+        );
+    }
+    assert!(validate_mounts(&vec![share("/a", "t"); MAX_MOUNTS + 1]).is_err());
 }

@@ -1,12 +1,14 @@
 //! Image commands: pull, push, images, rmi, tag, history, load, save, login, logout, and the
 //! `image` group (ls, pull, push, rm, tag, inspect, history, load, save, prune).
 
+use crate::format::{print_table, truncate};
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use berth_image::registry::BlobPush;
 use berth_image::{ops, Client, ClientOptions, Platform, Reference, Store};
+use berth_units::{human_duration, human_size};
 use clap::{Args, Subcommand};
 
 /// Registry options shared by pull and push.
@@ -321,11 +323,14 @@ async fn push(a: PushArgs) -> Result<()> {
 fn age(created: Option<&str>) -> String {
     created
         .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
-        .map(|t| {
-            let d = chrono::Utc::now().signed_duration_since(t.with_timezone(&chrono::Utc));
-            format!("{} ago", ops::human_duration(d))
-        })
+        .map(|t| ago(t.with_timezone(&chrono::Utc)))
         .unwrap_or_else(|| "N/A".to_string())
+}
+
+/// "5 minutes ago", as docker prints a past time.
+fn ago(t: chrono::DateTime<chrono::Utc>) -> String {
+    let d = chrono::Utc::now().signed_duration_since(t);
+    format!("{} ago", human_duration(d.to_std().unwrap_or_default()))
 }
 
 fn list(a: ListArgs) -> Result<()> {
@@ -377,7 +382,7 @@ fn list(a: ListArgs) -> Result<()> {
                 img.manifest_digest.to_string(),
                 id.clone(),
                 created.clone(),
-                ops::human_size(size),
+                human_size(size),
             ]);
         }
     }
@@ -415,25 +420,6 @@ fn list(a: ListArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_table(out: &mut impl Write, rows: &[Vec<String>]) -> Result<()> {
-    let cols = rows.first().map_or(0, |r| r.len());
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    for r in rows {
-        let mut line = String::new();
-        for (c, cell) in r.iter().enumerate() {
-            if c + 1 == cols {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}   ", w = widths[c]));
-            }
-        }
-        writeln!(out, "{}", line.trim_end())?;
-    }
-    Ok(())
-}
-
 fn rmi(a: RmiArgs) -> Result<()> {
     let store = Store::open_default()?;
     let mut failed = false;
@@ -454,7 +440,7 @@ fn rmi(a: RmiArgs) -> Result<()> {
                     "removed {} blobs and {} layer images, {} freed",
                     gc.blobs_removed,
                     gc.layers_removed,
-                    ops::human_size(gc.bytes_freed)
+                    human_size(gc.bytes_freed)
                 );
             }
             Err(e) => {
@@ -482,17 +468,8 @@ fn prune() -> Result<()> {
         }
         println!();
     }
-    println!("Total reclaimed space: {}", ops::human_size(gc.bytes_freed));
+    println!("Total reclaimed space: {}", human_size(gc.bytes_freed));
     Ok(())
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        let t: String = s.chars().take(n.saturating_sub(1)).collect();
-        format!("{t}…")
-    }
 }
 
 fn history(a: HistoryArgs) -> Result<()> {
@@ -516,17 +493,14 @@ fn history(a: HistoryArgs) -> Result<()> {
         .to_vec()];
     for r in &rows {
         let created = match (r.created, a.human) {
-            (Some(t), true) => format!(
-                "{} ago",
-                ops::human_duration(chrono::Utc::now().signed_duration_since(t))
-            ),
+            (Some(t), true) => ago(t),
             (Some(t), false) => t.to_rfc3339(),
             (None, _) => "N/A".into(),
         };
         let by = r.created_by.replace('\n', " ");
         let by = if a.no_trunc { by } else { truncate(&by, 45) };
         let size = if a.human {
-            ops::human_size(r.size)
+            human_size(r.size)
         } else {
             r.size.to_string()
         };
@@ -542,7 +516,8 @@ fn load(a: LoadArgs) -> Result<()> {
         Some(p) => p.parse()?,
         None => Platform::host(),
     };
-    let prepare = berth_image::layer::is_root();
+    // Layer images are written in userspace: no root needed, so always prepare them.
+    let prepare = true;
     let images = match &a.input {
         Some(p) => berth_image::archive::load(&store, p, &platform, prepare)?,
         None => {

@@ -3,8 +3,12 @@
 use std::process::ExitCode;
 
 mod containers;
+mod format;
 mod images;
+mod networks;
+mod system;
 mod vm;
+mod volumes;
 
 use clap::{Parser, Subcommand};
 
@@ -25,12 +29,29 @@ enum Command {
     Container(containers::ContainerCommand),
     #[command(flatten)]
     Image(images::ImageCommand),
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(volumes::VolumeCommand),
+    /// Manage user-defined networks
+    #[command(subcommand)]
+    Network(networks::NetworkCommand),
+    /// berth as a service: the Docker Engine API
+    #[command(subcommand)]
+    System(system::SystemCommand),
     /// Run a micro-VM by hand (kernel, initrd, disks, vsock).
     #[command(subcommand)]
     Vm(vm::VmCommand),
     /// Run one VMM from a JSON VmConfig (used by berth itself, one process per VM).
     #[command(hide = true)]
     Vmm(vm::VmmArgs),
+}
+
+/// Runs `f` on a fresh multi-threaded async runtime.
+fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
 }
 
 fn main() -> ExitCode {
@@ -43,11 +64,10 @@ fn main() -> ExitCode {
         Command::Container(c) => return containers::main(c),
         Command::Vm(c) => return vm::main(c),
         Command::Vmm(a) => return vm::vmm_main(a),
-        Command::Image(c) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(images::run(c))),
+        Command::Image(c) => block_on(images::run(c)),
+        Command::System(c) => block_on(system::run(c)),
+        Command::Volume(c) => volumes::run(c),
+        Command::Network(c) => networks::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,18 +11,27 @@
 //! containers/<id>/...         the VM's files: scratch disk, sockets, console log
 //! ```
 
+pub mod mounts;
 mod names;
+pub mod networks;
+pub mod ports;
+pub mod volumes;
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+pub use mounts::{MountSource, MountSpec};
 pub use names::generate_name;
+pub use networks::{Network, NetworkAttachment, NetworkStore};
+pub use ports::{ExtraHost, PortMapping, Protocol};
+pub use volumes::{Volume, VolumeStore};
 
 /// Errors of the container store.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +78,48 @@ pub enum Error {
     /// cannot generate a random container ID: {0}
     #[error("cannot generate a random container ID: {0}")]
     Random(String),
+    /// no such volume: {0}
+    #[error("no such volume: {0}")]
+    VolumeNotFound(String),
+    /// volume {name} is in use by container {containers}: remove the container first (berth rm -f), then the volume
+    #[error("volume {name} is in use by container {containers}: remove the container first (berth rm -f), then the volume")]
+    VolumeInUse {
+        /// The volume.
+        name: String,
+        /// The containers using it.
+        containers: String,
+    },
+    /// invalid volume name "{0}": use 2 or more letters, digits, '_', '.' and '-', starting with a letter or digit
+    #[error("invalid volume name \"{0}\": use 2 or more letters, digits, '_', '.' and '-', starting with a letter or digit")]
+    InvalidVolumeName(String),
+    /// network {0} not found: list networks with `berth network ls`, or make it with `berth network create {0}`
+    #[error("network {0} not found: list networks with `berth network ls`, or make it with `berth network create {0}`")]
+    NetworkNotFound(String),
+    /// network with name {0} already exists
+    #[error("network with name {0} already exists")]
+    NetworkExists(String),
+    /// invalid network name "{0}": use 2 or more letters, digits, '_', '.' and '-', starting with a letter or digit, and none of default, bridge, none or host
+    #[error("invalid network name \"{0}\": use 2 or more letters, digits, '_', '.' and '-', starting with a letter or digit, and none of default, bridge, none or host")]
+    InvalidNetworkName(String),
+    /// subnet {subnet} overlaps network {network}: give another --subnet
+    #[error("subnet {subnet} overlaps network {network}: give another --subnet")]
+    SubnetTaken {
+        /// The subnet asked for.
+        subnet: String,
+        /// The network that has it.
+        network: String,
+    },
+    /// network {name} is in use by container {containers}: remove the container first (berth rm -f), then the network
+    #[error("network {name} is in use by container {containers}: remove the container first (berth rm -f), then the network")]
+    NetworkInUse {
+        /// The network.
+        name: String,
+        /// The containers on it.
+        containers: String,
+    },
+    /// network {0} has no free address left: remove containers from it, or make a network with a larger --subnet
+    #[error("network {0} has no free address left: remove containers from it, or make a network with a larger --subnet")]
+    NetworkFull(String),
 }
 
 /// A result of this crate.
@@ -113,7 +164,41 @@ pub struct RunSpec {
     pub pids_limit: Option<i64>,
     /// Remove the container when it exits.
     pub auto_remove: bool,
+    /// User labels (`--label`, compose's `com.docker.compose.*`).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The network (`--network`): `default` (user-mode NAT in the VMM), `none` (only
+    /// `lo`), or a user-defined network's name. Records from before networking have none:
+    /// they keep no network.
+    #[serde(default = "no_network")]
+    pub network: String,
+    /// Where the container is on its user-defined network.
+    #[serde(default)]
+    pub attachment: Option<NetworkAttachment>,
+    /// DNS servers the container uses instead of the gateway's (`--dns`).
+    #[serde(default)]
+    pub dns: Vec<IpAddr>,
+    /// Extra `/etc/hosts` entries (`--add-host`).
+    #[serde(default)]
+    pub add_hosts: Vec<ExtraHost>,
+    /// Published ports (`-p`), as asked; a host port 0 is picked when the VM starts.
+    #[serde(default)]
+    pub publish: Vec<PortMapping>,
+    /// Host folders, volumes and tmpfs mounts (`-v`, `--mount`, `--tmpfs`), anonymous
+    /// volumes already named.
+    #[serde(default)]
+    pub mounts: Vec<MountSpec>,
 }
+
+/// The `--network` of containers recorded before berth had networking.
+fn no_network() -> String {
+    NETWORK_NONE.to_string()
+}
+
+/// The network of a container that has only its loopback.
+pub const NETWORK_NONE: &str = "none";
+/// The user-mode NAT network every container gets unless told otherwise.
+pub const NETWORK_DEFAULT: &str = "default";
 
 /// Where a container is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,6 +269,9 @@ pub struct State {
     pub started_at: Option<u64>,
     /// When it last ended (seconds since the epoch).
     pub finished_at: Option<u64>,
+    /// The published ports of the running VM, host ports resolved.
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
 }
 
 /// Everything berth keeps about one container.
@@ -246,6 +334,49 @@ pub fn validate_name(name: &str) -> Result<()> {
     }
 }
 
+/// Writes `value` as JSON to `path` atomically (an owner-only temporary file, synced,
+/// then renamed over it).
+fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io("write", &tmp))?;
+    let json = serde_json::to_vec_pretty(value).map_err(|source| Error::Corrupt {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    f.write_all(&json).map_err(io("write", &tmp))?;
+    f.sync_all().map_err(io("sync", &tmp))?;
+    fs::rename(&tmp, path).map_err(io("rename", &tmp))?;
+    Ok(())
+}
+
+/// Takes the flock on `path` (created owner-only), waiting for whoever holds it.
+fn lock_file(path: &Path) -> Result<Lock> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io("open", path))?;
+    file.lock().map_err(io("lock", path))?;
+    Ok(Lock { _file: file })
+}
+
+/// Makes folder `dir` (and those above it) when missing, open to its owner only.
+pub fn private_dir(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io("create", dir))
+}
+
 /// The container store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -275,26 +406,13 @@ impl Store {
     /// Opens (creating it if needed) the container store under `root`.
     pub fn open(root: &Path) -> Result<Self> {
         let dir = root.join("containers");
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(io("create", &dir))?;
+        private_dir(&dir)?;
         Ok(Self { dir })
     }
 
     /// Takes the store's lock, waiting for another CLI to release it.
     pub fn lock(&self) -> Result<Lock> {
-        let path = self.dir.join(".lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io("open", &path))?;
-        file.lock().map_err(io("lock", &path))?;
-        Ok(Lock { _file: file })
+        lock_file(&self.dir.join(".lock"))
     }
 
     /// The folder of container `id`, holding its record and its VM's files.
@@ -395,25 +513,9 @@ impl Store {
         Ok(record)
     }
 
-    /// Writes a record atomically (temporary file, then rename).
+    /// Writes a record atomically.
     fn save(&self, record: &ContainerRecord) -> Result<()> {
-        let path = self.record_path(&record.id);
-        let tmp = path.with_extension("json.tmp");
-        let mut f = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io("write", &tmp))?;
-        let json = serde_json::to_vec_pretty(record).map_err(|source| Error::Corrupt {
-            path: path.clone(),
-            source,
-        })?;
-        f.write_all(&json).map_err(io("write", &tmp))?;
-        f.sync_all().map_err(io("sync", &tmp))?;
-        fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
-        Ok(())
+        write_json(&self.record_path(&record.id), record)
     }
 
     /// Changes a container's record under the lock and returns the new record.
@@ -454,6 +556,21 @@ mod tests {
             args: vec!["true".into()],
             ..RunSpec::default()
         }
+    }
+
+    #[test]
+    fn records_from_before_networking_have_no_network() {
+        let old = r#"{"image":"i","image_id":"sha256:1","args":["x"],"env":[],"workdir":"/",
+            "user":"","hostname":"","tty":false,"interactive":false,"cpus":1.0,
+            "memory_mib":0,"auto_remove":false}"#;
+        let s: RunSpec = serde_json::from_str(old).unwrap();
+        assert_eq!(s.network, NETWORK_NONE);
+        assert!(s.publish.is_empty() && s.dns.is_empty() && s.add_hosts.is_empty());
+        let st: State = serde_json::from_str(
+            r#"{"vmm":null,"exit_code":null,"error":null,"started_at":null,"finished_at":null}"#,
+        )
+        .unwrap();
+        assert!(st.ports.is_empty());
     }
 
     #[test]

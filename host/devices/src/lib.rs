@@ -1,5 +1,5 @@
 //! Emulated devices of the berth micro-VM: serial, i8042, virtio-mmio, virtio-blk,
-//! virtio-vsock and virtio-rng.
+//! virtio-vsock, virtio-rng, virtio-net and virtio-fs.
 //!
 //! Nothing here names a hypervisor: devices see guest memory through `vm-memory`,
 //! are reached through [`bus::BusDevice`] reads and writes (the portable "address,

@@ -461,7 +461,7 @@ fn prepare_staged(store: &Store, staging: &mut Staging, found: &[Found]) -> Resu
     let dir = staging.dir().to_path_buf();
     let results = crate::layer::for_each_layer(&jobs, |(blob, diff)| {
         let out = dir.join(format!("layer-{}.erofs", diff.hex()));
-        let size = crate::layer::build_layer_image(blob, diff, &dir, &out)?;
+        let size = crate::layer::build_layer_image(blob, diff, &out)?;
         Ok((diff.clone(), out, size))
     });
     for r in results {

@@ -54,8 +54,8 @@ pub enum Error {
         /// The size received.
         actual: u64,
     },
-    /// unsupported media type {media_type:?} for {what}; berth handles OCI and Docker v2 schema 2 images with plain or gzip layers
-    #[error("unsupported media type {media_type:?} for {what}; berth handles OCI and Docker v2 schema 2 images with plain or gzip layers")]
+    /// unsupported media type {media_type:?} for {what}; berth handles OCI and Docker v2 schema 2 images with plain, gzip or zstd layers
+    #[error("unsupported media type {media_type:?} for {what}; berth handles OCI and Docker v2 schema 2 images with plain, gzip or zstd layers")]
     UnknownMediaType {
         /// The media type found.
         media_type: String,
@@ -159,17 +159,6 @@ pub enum Error {
         layer: String,
         /// What is wrong.
         reason: String,
-    },
-    /// preparing guest layers needs root (for device nodes, ownership and trusted.* xattrs); run berth as root
-    #[error("preparing guest layers needs root (for device nodes, ownership and trusted.* xattrs); run berth as root")]
-    NeedRoot,
-    /// {tool} failed: {detail}; install erofs-utils (mkfs.erofs) and check free disk space
-    #[error("{tool} failed: {detail}; install erofs-utils (mkfs.erofs) and check free disk space")]
-    Tool {
-        /// The external tool.
-        tool: String,
-        /// Its exit status and output.
-        detail: String,
     },
     /// archive {path}: {reason}
     #[error("archive {path}: {reason}")]

@@ -1,31 +1,27 @@
 //! Layers for the guest: each layer tar becomes a read-only erofs image, once per diff ID.
 //!
-//! A layer is unpacked into an empty staging directory with its OCI semantics turned into
-//! overlayfs form (a whiteout `.wh.NAME` becomes a 0:0 character device `NAME`, an opaque
-//! marker `.wh..wh..opq` becomes `trusted.overlay.opaque=y` on its directory), with
-//! ownership, modes, times, xattrs, hard links, symlinks and device nodes as in the tar.
-//! `mkfs.erofs` then packs the directory. The guest stacks these images with overlayfs
-//! as lower directories, exactly as they are.
+//! The userspace writer in [`crate::erofs`] streams the layer tar straight into an erofs
+//! image, with its OCI semantics turned into overlayfs form (a whiteout `.wh.NAME` becomes
+//! a 0:0 character device `NAME`, an opaque marker `.wh..wh..opq` becomes
+//! `trusted.overlay.opaque=y` on its directory), with ownership, modes, times, xattrs, hard
+//! links, symlinks and device nodes as in the tar. Nothing is extracted on the host, so
+//! preparing layers needs neither root nor `mkfs.erofs`. The guest stacks these images
+//! with overlayfs as lower directories, exactly as they are.
 //!
-//! Unpacking never writes outside the staging root: entries with `..`, absolute paths,
-//! paths through a symlink, symlinks whose target climbs out of the root, and hard links
-//! whose target is not in the layer are refused with an error naming the entry. Nothing is
-//! ever opened through a symlink. `trusted.overlay.*` xattrs inside a layer are dropped (a
-//! layer must not forge overlayfs metadata such as redirects).
+//! This module holds the checks the writer applies to every entry (entries with `..`,
+//! absolute paths, symlinks whose target climbs out of the root are refused with an error
+//! naming the entry), whiteout classification, and the store side: building each image in
+//! staging and renaming it into place.
 
-use std::collections::BTreeSet;
-use std::ffi::CString;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
-use std::process::Command;
 
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, IoContext, Result};
-use crate::manifest::Compression;
 use crate::reference::Digest;
 use crate::store::{self, Store};
 
@@ -160,426 +156,20 @@ pub fn whiteout_kind(rel: &Path) -> std::result::Result<WhiteoutKind, String> {
     Ok(WhiteoutKind::None)
 }
 
-fn cpath(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
-}
-
-fn mknod(p: &Path, mode: u32, major: u32, minor: u32) -> io::Result<()> {
-    let c = cpath(p)?;
-    let dev = libc::makedev(major, minor);
-    // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
-    let r = unsafe { libc::mknod(c.as_ptr(), mode as libc::mode_t, dev) };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn lsetxattr(p: &Path, name: &str, value: &[u8]) -> io::Result<()> {
-    let c = cpath(p)?;
-    let n = CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains NUL"))?;
-    // SAFETY: both strings are valid and NUL-terminated, `value` is a valid buffer of the
-    // given length, and all outlive the call.
-    let r = unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn set_times_nofollow(p: &Path, mtime: u64) -> io::Result<()> {
-    let c = cpath(p)?;
-    let t = libc::timespec {
-        tv_sec: mtime.min(i64::MAX as u64) as libc::time_t,
-        tv_nsec: 0,
-    };
-    let times = [t, t];
-    // SAFETY: `c` is a valid path and `times` is an array of two timespecs, as utimensat expects.
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Is the process root (needed for device nodes, ownership and trusted.* xattrs)?
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-struct Unpacker<'a> {
-    root: &'a Path,
-    layer: String,
-    dir_times: Vec<(PathBuf, u64)>,
-    written: BTreeSet<PathBuf>,
-}
-
-impl Unpacker<'_> {
-    fn refuse(&self, entry: &[u8], reason: impl Into<String>) -> Error {
-        Error::UnsafeLayerEntry {
-            layer: self.layer.clone(),
-            entry: String::from_utf8_lossy(entry).into_owned(),
-            reason: reason.into(),
-        }
-    }
-
-    fn io(&self, entry: &[u8], e: io::Error) -> Error {
-        Error::BadLayer {
-            layer: self.layer.clone(),
-            reason: format!("entry {:?}: {e}", String::from_utf8_lossy(entry)),
-        }
-    }
-
-    /// Makes sure every ancestor of `rel` is a real directory (creating missing ones), never
-    /// a symlink.
-    fn ensure_parents(&self, raw: &[u8], rel: &Path) -> Result<()> {
-        let mut cur = self.root.to_path_buf();
-        let Some(parent) = rel.parent() else {
-            return Ok(());
-        };
-        for c in parent.components() {
-            cur.push(c);
-            match fs::symlink_metadata(&cur) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(self.refuse(
-                        raw,
-                        format!(
-                            "its path goes through the symlink {:?}",
-                            cur.strip_prefix(self.root).unwrap_or(&cur).display()
-                        ),
-                    ))
-                }
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    return Err(self.refuse(
-                        raw,
-                        format!(
-                            "its parent {:?} is not a directory",
-                            cur.strip_prefix(self.root).unwrap_or(&cur).display()
-                        ),
-                    ))
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    fs::create_dir(&cur).map_err(|e| self.io(raw, e))?;
-                    fs::set_permissions(&cur, fs::Permissions::from_mode(0o755))
-                        .map_err(|e| self.io(raw, e))?;
-                }
-                Err(e) => return Err(self.io(raw, e)),
-            }
-        }
-        Ok(())
-    }
-
-    /// Removes whatever sits at `path` unless both it and the new entry are directories.
-    fn clear(&self, raw: &[u8], path: &Path, new_is_dir: bool) -> Result<()> {
-        match fs::symlink_metadata(path) {
-            Ok(m) if m.is_dir() && new_is_dir => Ok(()),
-            Ok(m) if m.is_dir() => fs::remove_dir_all(path).map_err(|e| self.io(raw, e)),
-            Ok(_) => fs::remove_file(path).map_err(|e| self.io(raw, e)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(self.io(raw, e)),
-        }
-    }
-
-    fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<()> {
-        let raw = entry.path_bytes().into_owned();
-        let rel = safe_relative_path(&raw).map_err(|r| self.refuse(&raw, r))?;
-        let kind = entry.header().entry_type();
-        let path = self.root.join(&rel);
-        match whiteout_kind(&rel).map_err(|r| self.refuse(&raw, r))? {
-            WhiteoutKind::Ignore => return Ok(()),
-            WhiteoutKind::Opaque(dir) => {
-                let marker = dir.join("x");
-                self.ensure_parents(&raw, &marker)?;
-                let d = self.root.join(&dir);
-                lsetxattr(&d, OPAQUE_XATTR, b"y").map_err(|e| self.io(&raw, e))?;
-                return Ok(());
-            }
-            WhiteoutKind::Whiteout(target) => {
-                self.ensure_parents(&raw, &target)?;
-                let t = self.root.join(&target);
-                self.clear(&raw, &t, false)?;
-                mknod(&t, libc::S_IFCHR, 0, 0).map_err(|e| self.io(&raw, e))?;
-                self.written.insert(target);
-                return Ok(());
-            }
-            WhiteoutKind::None => {}
-        }
-        let header = entry.header().clone();
-        let mode = header.mode().map_err(|e| self.io(&raw, e))? & 0o7777;
-        let uid = header.uid().map_err(|e| self.io(&raw, e))?;
-        let gid = header.gid().map_err(|e| self.io(&raw, e))?;
-        let mtime = header.mtime().unwrap_or(0);
-        let mut xattrs: Vec<(String, Vec<u8>)> = Vec::new();
-        if let Ok(Some(exts)) = entry.pax_extensions() {
-            for ext in exts.flatten() {
-                if let Ok(key) = ext.key() {
-                    if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
-                        if name.starts_with("trusted.overlay.") {
-                            tracing::warn!(
-                                "layer {}: dropping xattr {name} on {:?}",
-                                self.layer,
-                                String::from_utf8_lossy(&raw)
-                            );
-                            continue;
-                        }
-                        xattrs.push((name.to_string(), ext.value_bytes().to_vec()));
-                    }
-                }
-            }
-        }
-        if rel.as_os_str().is_empty() {
-            // The root directory itself ("./"): only its metadata applies.
-            if kind.is_dir() {
-                self.apply_meta(&raw, self.root, uid, gid, Some(mode), &xattrs)?;
-                self.dir_times.push((self.root.to_path_buf(), mtime));
-                return Ok(());
-            }
-            return Err(self.refuse(&raw, "only a directory may stand for the layer root"));
-        }
-        self.ensure_parents(&raw, &rel)?;
-        use tar::EntryType as T;
-        match kind {
-            T::Directory => {
-                self.clear(&raw, &path, true)?;
-                if !path.exists() {
-                    fs::create_dir(&path).map_err(|e| self.io(&raw, e))?;
-                }
-                self.apply_meta(&raw, &path, uid, gid, Some(mode), &xattrs)?;
-                self.dir_times.push((path.clone(), mtime));
-            }
-            T::Regular | T::Continuous | T::GNUSparse => {
-                self.clear(&raw, &path, false)?;
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .mode(0o600)
-                    .open(&path)
-                    .map_err(|e| self.io(&raw, e))?;
-                io::copy(&mut entry, &mut f).map_err(|e| self.io(&raw, e))?;
-                drop(f);
-                self.apply_meta(&raw, &path, uid, gid, Some(mode), &xattrs)?;
-                set_times_nofollow(&path, mtime).map_err(|e| self.io(&raw, e))?;
-            }
-            T::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| self.refuse(&raw, "symlink without a target"))?
-                    .into_owned();
-                symlink_stays_inside(&rel, &target).map_err(|r| self.refuse(&raw, r))?;
-                self.clear(&raw, &path, false)?;
-                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), &path)
-                    .map_err(|e| self.io(&raw, e))?;
-                self.apply_meta(&raw, &path, uid, gid, None, &xattrs)?;
-                set_times_nofollow(&path, mtime).map_err(|e| self.io(&raw, e))?;
-            }
-            T::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| self.refuse(&raw, "hard link without a target"))?
-                    .into_owned();
-                let trel = safe_relative_path(&target).map_err(|r| {
-                    self.refuse(
-                        &raw,
-                        format!(
-                            "hard link target {:?}: {r}",
-                            String::from_utf8_lossy(&target)
-                        ),
-                    )
-                })?;
-                if trel.as_os_str().is_empty() || !self.written.contains(&trel) {
-                    return Err(self.refuse(
-                        &raw,
-                        format!(
-                            "hard link target {:?} is not a file of this layer",
-                            String::from_utf8_lossy(&target)
-                        ),
-                    ));
-                }
-                self.ensure_parents(&raw, &trel)?;
-                let tpath = self.root.join(&trel);
-                let tm = fs::symlink_metadata(&tpath).map_err(|e| self.io(&raw, e))?;
-                if tm.is_dir() {
-                    return Err(self.refuse(&raw, "hard link to a directory"));
-                }
-                if tpath == path {
-                    return Ok(());
-                }
-                self.clear(&raw, &path, false)?;
-                fs::hard_link(&tpath, &path).map_err(|e| self.io(&raw, e))?;
-            }
-            T::Char | T::Block | T::Fifo => {
-                let fmt = match kind {
-                    T::Char => libc::S_IFCHR,
-                    T::Block => libc::S_IFBLK,
-                    _ => libc::S_IFIFO,
-                };
-                let major = header.device_major().ok().flatten().unwrap_or(0);
-                let minor = header.device_minor().ok().flatten().unwrap_or(0);
-                self.clear(&raw, &path, false)?;
-                mknod(&path, fmt | (mode & 0o777), major, minor).map_err(|e| self.io(&raw, e))?;
-                self.apply_meta(&raw, &path, uid, gid, Some(mode), &xattrs)?;
-                set_times_nofollow(&path, mtime).map_err(|e| self.io(&raw, e))?;
-            }
-            other => {
-                return Err(self.refuse(&raw, format!("unsupported tar entry type {other:?}")));
-            }
-        }
-        self.written.insert(rel);
-        Ok(())
-    }
-
-    fn apply_meta(
-        &self,
-        raw: &[u8],
-        path: &Path,
-        uid: u64,
-        gid: u64,
-        mode: Option<u32>,
-        xattrs: &[(String, Vec<u8>)],
-    ) -> Result<()> {
-        let uid = u32::try_from(uid).map_err(|_| self.refuse(raw, "uid out of range"))?;
-        let gid = u32::try_from(gid).map_err(|_| self.refuse(raw, "gid out of range"))?;
-        std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| self.io(raw, e))?;
-        if let Some(m) = mode {
-            // After chown, which clears set-id bits.
-            fs::set_permissions(path, fs::Permissions::from_mode(m))
-                .map_err(|e| self.io(raw, e))?;
-        }
-        for (k, v) in xattrs {
-            lsetxattr(path, k, v).map_err(|e| self.io(raw, e))?;
-        }
-        Ok(())
-    }
-}
-
-/// Unpacks one layer tar (plain or gzip, sniffed) into `dest` (an empty directory),
-/// converting whiteouts to overlayfs form. Returns the diff ID and size of the tar.
-pub fn unpack_layer(reader: impl Read, dest: &Path, layer: &str) -> Result<(Digest, u64)> {
-    if !is_root() {
-        return Err(Error::NeedRoot);
-    }
-    let mut buffered = io::BufReader::with_capacity(256 * 1024, reader);
-    let head = {
-        use io::BufRead;
-        buffered.fill_buf().at(dest)?.to_vec()
-    };
-    let compression = if head.starts_with(&[0x1f, 0x8b]) {
-        Compression::Gzip
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        return Err(Error::UnknownMediaType {
-            media_type: "zstd-compressed tar".into(),
-            what: format!("layer {layer}"),
-        });
-    } else {
-        Compression::None
-    };
-    let decompressed: Box<dyn Read> = match compression {
-        Compression::Gzip => Box::new(flate2::read::GzDecoder::new(buffered)),
-        Compression::None => Box::new(buffered),
-    };
-    let mut hashing = HashingReader::new(decompressed);
-    let mut unpacker = Unpacker {
-        root: dest,
-        layer: layer.to_string(),
-        dir_times: Vec::new(),
-        written: BTreeSet::new(),
-    };
-    {
-        let mut archive = tar::Archive::new(&mut hashing);
-        let entries = archive.entries().map_err(|e| Error::BadLayer {
-            layer: layer.to_string(),
-            reason: format!("not a tar archive: {e}"),
-        })?;
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::BadLayer {
-                layer: layer.to_string(),
-                reason: format!("corrupt tar: {e}"),
-            })?;
-            unpacker.entry(entry)?;
-        }
-    }
-    // The diff ID covers the whole stream, including the end-of-archive padding.
-    io::copy(&mut hashing, &mut io::sink()).map_err(|e| Error::BadLayer {
-        layer: layer.to_string(),
-        reason: format!("corrupt stream: {e}"),
-    })?;
-    for (p, t) in unpacker.dir_times.iter().rev() {
-        let _ = set_times_nofollow(p, *t);
-    }
-    Ok(hashing.finish())
-}
-
-/// Packs a directory into an erofs image with mkfs.erofs (uncompressed, xattrs kept,
-/// per-file mtimes kept).
-pub fn mkfs_erofs(src: &Path, out: &Path) -> Result<()> {
-    let output = Command::new("mkfs.erofs")
-        .arg("--quiet")
-        .arg("--preserve-mtime")
-        .arg(out)
-        .arg(src)
-        .output()
-        .map_err(|e| Error::Tool {
-            tool: "mkfs.erofs".into(),
-            detail: e.to_string(),
-        })?;
-    if !output.status.success() {
-        return Err(Error::Tool {
-            tool: "mkfs.erofs".into(),
-            detail: format!(
-                "{}: {}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            ),
-        });
-    }
-    Ok(())
-}
-
-/// Builds the erofs image of a layer blob at `out` (in a staging directory), checking the
-/// diff ID. Returns the uncompressed size.
-pub fn build_layer_image(
-    blob: &Path,
-    diff_id: &Digest,
-    work_dir: &Path,
-    out: &Path,
-) -> Result<u64> {
-    let rootfs = tempfile::Builder::new()
-        .prefix("rootfs-")
-        .tempdir_in(work_dir)
-        .at(work_dir)?;
-    // A layer without a "./" entry leaves its root at the defaults (0755, root-owned), not
-    // at the temporary directory's 0700: overlayfs shows the topmost layer's root.
-    fs::set_permissions(rootfs.path(), fs::Permissions::from_mode(0o755)).at(rootfs.path())?;
+/// Builds the erofs image of a layer blob at `out` (a new file in a staging directory)
+/// with the userspace [`crate::erofs`] writer, checking the diff ID; on error `out` is
+/// gone. Returns the uncompressed size.
+pub fn build_layer_image(blob: &Path, diff_id: &Digest, out: &Path) -> Result<u64> {
     let f = File::open(blob).at(blob)?;
-    let (actual, size) = unpack_layer(f, rootfs.path(), diff_id.as_str())?;
+    let (actual, size) = crate::erofs::write_layer_image(f, out, diff_id.as_str())?;
     if &actual != diff_id {
+        let _ = fs::remove_file(out);
         return Err(Error::DigestMismatch {
             what: format!("uncompressed layer {} (diff ID)", blob.display()),
             expected: diff_id.to_string(),
             actual: actual.to_string(),
         });
     }
-    mkfs_erofs(rootfs.path(), out)?;
     Ok(size)
 }
 
@@ -597,7 +187,7 @@ impl Store {
         }
         let staging = self.staging()?;
         let out = staging.path_for("layer.erofs");
-        let size = build_layer_image(&self.blob_path(blob_digest), diff_id, staging.dir(), &out)?;
+        let size = build_layer_image(&self.blob_path(blob_digest), diff_id, &out)?;
         store::write_layer_meta(self, diff_id, size)?;
         fs::set_permissions(&out, fs::Permissions::from_mode(0o444)).at(&out)?;
         File::open(&out).and_then(|f| f.sync_all()).at(&out)?;

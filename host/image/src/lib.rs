@@ -10,15 +10,17 @@
 //!   credentials from `berth login` and `~/.docker/config.json`).
 //! * [`archive`]: `load` and `save` of `docker save` and OCI-layout archives.
 //! * [`layer`]: every layer becomes a read-only **erofs** image once, keyed by its diff ID,
-//!   shared by all VMs ([`Store::guest_layers`]).
+//!   shared by all VMs ([`Store::guest_layers`]), written from the layer tar in userspace
+//!   by [`erofs`] (no root, no extraction, no `mkfs.erofs`).
 //!
 //! # Why erofs for layers
 //!
 //! The guest stacks layers with overlayfs; each lower layer is a read-only block device.
 //! erofs is built for exactly this (read-only, compact metadata, no journal, no free-space
-//! maps), the guest kernel has it built in, and `mkfs.erofs` packs a directory in one pass
-//! without mounting anything or reserving a size up front, where ext4 needs a size guess,
-//! wastes space on its journal and inode tables, and would be writable by a buggy guest.
+//! maps), the guest kernel has it built in, and its format is simple enough to write in one
+//! pass straight from the tar without mounting anything or reserving a size up front, where
+//! ext4 needs a size guess, wastes space on its journal and inode tables, and would be
+//! writable by a buggy guest.
 //! Images are left uncompressed: layer blobs on the host are already compressed, the
 //! images are made once, and uncompressed erofs is the fastest to build and to read.
 //! Whiteouts are stored in overlayfs' own form (0:0 character devices and
@@ -38,6 +40,7 @@
 
 pub mod archive;
 pub mod auth;
+pub mod erofs;
 pub mod error;
 pub mod layer;
 pub mod manifest;

@@ -25,6 +25,8 @@ pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json"
 pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 /// OCI gzip layer.
 pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// OCI zstd layer.
+pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 /// Docker gzip layer.
 pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
@@ -38,6 +40,8 @@ pub enum Compression {
     None,
     /// A gzip'd tar.
     Gzip,
+    /// A zstd-compressed tar.
+    Zstd,
 }
 
 /// The compression a layer media type implies, or an error for types berth cannot read.
@@ -49,6 +53,9 @@ pub fn layer_compression(media_type: &str, what: &str) -> Result<Compression> {
         OCI_LAYER_GZIP
         | DOCKER_LAYER_GZIP
         | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip" => Ok(Compression::Gzip),
+        OCI_LAYER_ZSTD | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => {
+            Ok(Compression::Zstd)
+        }
         _ => Err(Error::UnknownMediaType {
             media_type: media_type.to_string(),
             what: what.to_string(),
@@ -385,6 +392,12 @@ pub struct RunConfig {
     /// Stop signal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_signal: Option<String>,
+    /// Ports the image documents (`EXPOSE`), as `PORT/PROTO` keys of empty objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
+    /// Paths that get a volume (`VOLUME`), as keys of empty objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<BTreeMap<String, serde_json::Value>>,
     /// Anything else, kept as it was.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -521,8 +534,15 @@ mod tests {
         assert!(matches!(kind, ManifestKind::Image(_)));
 
         let mut zstd = m.clone();
-        zstd["layers"][0]["mediaType"] = "application/vnd.oci.image.layer.v1.tar+zstd".into();
-        let err = parse_manifest(&serde_json::to_vec(&zstd).unwrap(), "", "m").unwrap_err();
+        zstd["layers"][0]["mediaType"] = OCI_LAYER_ZSTD.into();
+        assert!(parse_manifest(&serde_json::to_vec(&zstd).unwrap(), "", "m").is_ok());
+        assert_eq!(
+            layer_compression(OCI_LAYER_ZSTD, "l").unwrap(),
+            Compression::Zstd
+        );
+        let mut xz = m.clone();
+        xz["layers"][0]["mediaType"] = "application/vnd.oci.image.layer.v1.tar+xz".into();
+        let err = parse_manifest(&serde_json::to_vec(&xz).unwrap(), "", "m").unwrap_err();
         assert!(matches!(err, Error::UnknownMediaType { .. }), "{err}");
 
         let unknown = serde_json::json!({"schemaVersion": 2, "mediaType": "application/x-thing"});

@@ -22,7 +22,7 @@ pub struct CommitOptions {
     pub comment: Option<String>,
     /// New execution defaults; the base image's are kept when `None`.
     pub config: Option<RunConfig>,
-    /// Build the guest layer image too (needs root).
+    /// Build the guest layer image too.
     pub prepare: bool,
 }
 
@@ -81,6 +81,7 @@ pub fn commit(
             let mut l = l.clone();
             l.media_type = match manifest::layer_compression(&l.media_type, "base layer") {
                 Ok(manifest::Compression::Gzip) => manifest::OCI_LAYER_GZIP.into(),
+                Ok(manifest::Compression::Zstd) => manifest::OCI_LAYER_ZSTD.into(),
                 _ => manifest::OCI_LAYER_TAR.into(),
             };
             l
@@ -110,7 +111,7 @@ pub fn commit(
     let manifest_digest = staging.add_bytes(&manifest_bytes)?;
     if opts.prepare && !store.layer_image_path(&digest).is_file() {
         let out = staging.path_for("commit-layer.erofs");
-        let usize = crate::layer::build_layer_image(&blob, &digest, staging.dir(), &out)?;
+        let usize = crate::layer::build_layer_image(&blob, &digest, &out)?;
         staging.add_layer_image(digest.clone(), out, usize);
     }
     staging.commit(store)?;
@@ -187,69 +188,6 @@ pub fn history(store: &Store, image: &LocalImage) -> Vec<HistoryRow> {
     rows
 }
 
-/// docker's human durations ("5 minutes", "About an hour", "3 weeks").
-pub fn human_duration(d: chrono::Duration) -> String {
-    let s = d.num_seconds();
-    if s < 1 {
-        return "Less than a second".into();
-    }
-    if s == 1 {
-        return "1 second".into();
-    }
-    if s < 60 {
-        return format!("{s} seconds");
-    }
-    let m = d.num_minutes();
-    if m == 1 {
-        return "About a minute".into();
-    }
-    if m < 60 {
-        return format!("{m} minutes");
-    }
-    let h = d.num_hours();
-    if h == 1 {
-        return "About an hour".into();
-    }
-    if h < 48 {
-        return format!("{h} hours");
-    }
-    if h < 24 * 7 * 2 {
-        return format!("{} days", h / 24);
-    }
-    if h < 24 * 30 * 2 {
-        return format!("{} weeks", h / 24 / 7);
-    }
-    if h < 24 * 365 * 2 {
-        return format!("{} months", h / 24 / 30);
-    }
-    format!("{} years", h / 24 / 365)
-}
-
-/// docker's human sizes: decimal units, three significant digits ("4.26MB", "0B", "12.3kB").
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < UNITS.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    let digits = if v >= 100.0 {
-        0
-    } else if v >= 10.0 {
-        1
-    } else {
-        2
-    };
-    let s = format!("{v:.digits$}");
-    let s = if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        s
-    };
-    format!("{s}{}", UNITS[i])
-}
-
 /// The docker-like `inspect` document of an image.
 pub fn inspect(store: &Store, image: &LocalImage) -> Result<serde_json::Value> {
     let repos = store.repositories()?;
@@ -309,35 +247,4 @@ pub fn inspect(store: &Store, image: &LocalImage) -> Result<serde_json::Value> {
         },
         "GuestLayers": guest_layers,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_look_like_dockers() {
-        assert_eq!(human_size(0), "0B");
-        assert_eq!(human_size(999), "999B");
-        assert_eq!(human_size(1000), "1kB");
-        assert_eq!(human_size(1_234), "1.23kB");
-        assert_eq!(human_size(4_260_000), "4.26MB");
-        assert_eq!(human_size(12_300_000), "12.3MB");
-        assert_eq!(human_size(123_456_789), "123MB");
-    }
-
-    #[test]
-    fn durations_look_like_dockers() {
-        let d = chrono::Duration::seconds;
-        assert_eq!(human_duration(d(0)), "Less than a second");
-        assert_eq!(human_duration(d(30)), "30 seconds");
-        assert_eq!(human_duration(d(90)), "About a minute");
-        assert_eq!(human_duration(d(600)), "10 minutes");
-        assert_eq!(human_duration(d(3600)), "About an hour");
-        assert_eq!(human_duration(d(5 * 3600)), "5 hours");
-        assert_eq!(human_duration(d(3 * 86400)), "3 days");
-        assert_eq!(human_duration(d(21 * 86400)), "3 weeks");
-        assert_eq!(human_duration(d(90 * 86400)), "3 months");
-        assert_eq!(human_duration(d(3 * 365 * 86400)), "3 years");
-    }
 }

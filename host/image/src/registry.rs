@@ -37,7 +37,7 @@ pub struct ClientOptions {
     pub platform: Platform,
     /// Parallel blob transfers.
     pub parallel: usize,
-    /// Build the guest-ready layer images during pull (needs root).
+    /// Build the guest-ready layer images during pull (no root needed).
     pub prepare_layers: bool,
 }
 
@@ -55,7 +55,7 @@ impl Default for ClientOptions {
             progress: true,
             platform: Platform::host(),
             parallel: 6,
-            prepare_layers: crate::layer::is_root(),
+            prepare_layers: true,
         }
     }
 }
@@ -702,10 +702,9 @@ impl Client {
                 if prepare && !store.layer_image_path(&diff_id).is_file() {
                     let out = staging_dir.join(format!("layer-{}.erofs", diff_id.hex()));
                     let diff = diff_id.clone();
-                    let work = staging_dir.clone();
                     let o = out.clone();
                     let size = tokio::task::spawn_blocking(move || {
-                        crate::layer::build_layer_image(&source, &diff, &work, &o)
+                        crate::layer::build_layer_image(&source, &diff, &o)
                     })
                     .await
                     .map_err(|e| Error::BadLayer {

@@ -15,6 +15,8 @@ pub const MAX_CPUS: u8 = 32;
 pub const MAX_CMDLINE: usize = 2048;
 /// Guest CID of the VM's vsock device unless configured.
 pub const DEFAULT_GUEST_CID: u64 = 3;
+/// Most shared folders of one VM (each is a virtio-fs device with an interrupt line).
+pub const MAX_SHARES: usize = 16;
 
 /// A whole VM description.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +48,224 @@ pub struct VmConfig {
     /// Whether the guest gets a virtio-rng device.
     #[serde(default = "default_true")]
     pub rng: bool,
+    /// The virtio-net device, if any.
+    #[serde(default)]
+    pub net: Option<NetConfig>,
+    /// Host folders shared with the guest (one virtio-fs device each); the guest mounts
+    /// one with `mount -t virtiofs TAG DIR`.
+    #[serde(default)]
+    pub shares: Vec<ShareConfig>,
+}
+
+/// One host folder shared with the guest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShareConfig {
+    /// What the guest mounts it by: 1 to 36 bytes of UTF-8, no NUL, unique in the VM.
+    pub tag: String,
+    /// The host folder (an absolute path to an existing directory).
+    pub path: PathBuf,
+    /// The guest may not change anything in it.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// MAC address of the guest's network card unless configured (QEMU's locally administered
+/// prefix 52:54:00).
+pub const DEFAULT_MAC: &str = "52:54:00:be:27:01";
+
+/// The virtio-net device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    /// The guest's MAC address, `52:54:00:12:34:56` style.
+    #[serde(default = "default_mac")]
+    pub mac: String,
+    /// What carries the frames on the host.
+    #[serde(default)]
+    pub backend: NetBackendConfig,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig {
+            mac: default_mac(),
+            backend: NetBackendConfig::default(),
+        }
+    }
+}
+
+fn default_mac() -> String {
+    DEFAULT_MAC.to_string()
+}
+
+/// The network backend of the virtio-net device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum NetBackendConfig {
+    /// User-mode NAT in the VMM (`berth-net`): no privileges needed.
+    User {
+        /// The private subnet, `A.B.C.D/PREFIX` (gateway `.1`, guest `.2`, host loopback
+        /// at the last usable address).
+        #[serde(default = "default_subnet")]
+        subnet: String,
+        /// Link MTU.
+        #[serde(default = "default_mtu")]
+        mtu: u16,
+        /// Static DNS names the gateway answers (`host.docker.internal` is always there).
+        #[serde(default)]
+        hosts: std::collections::BTreeMap<String, std::net::Ipv4Addr>,
+        /// DNS resolvers to forward to; unset: the host's `/etc/resolv.conf`.
+        #[serde(default)]
+        dns: Option<Vec<std::net::SocketAddr>>,
+        /// Most TCP connections at once.
+        #[serde(default = "default_max_tcp")]
+        max_tcp: usize,
+        /// Most UDP flows at once.
+        #[serde(default = "default_max_udp")]
+        max_udp: usize,
+        /// Published ports: the VMM binds each host address before the VM starts (a
+        /// port in use fails the VMM at once) and connects its clients to the guest's
+        /// port.
+        #[serde(default)]
+        ports: Vec<PublishedPort>,
+        /// The guest's address; unset: the subnet's second address.
+        #[serde(default)]
+        address: Option<std::net::Ipv4Addr>,
+        /// The peer folder of the berth network the guest is on (`berth_net::peers`):
+        /// the rest of the subnet is the other VMs there.
+        #[serde(default)]
+        peers: Option<PathBuf>,
+    },
+}
+
+/// One published port of a user-mode network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishedPort {
+    /// Host address and port to listen on (`0.0.0.0:8080`).
+    pub host: std::net::SocketAddr,
+    /// The guest's port.
+    pub guest_port: u16,
+    /// `tcp` (the default) or `udp`.
+    #[serde(default)]
+    pub protocol: PortProtocol,
+}
+
+/// The transport of a published port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortProtocol {
+    /// TCP.
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Default for NetBackendConfig {
+    fn default() -> Self {
+        NetBackendConfig::User {
+            subnet: default_subnet(),
+            mtu: default_mtu(),
+            hosts: Default::default(),
+            dns: None,
+            max_tcp: default_max_tcp(),
+            max_udp: default_max_udp(),
+            ports: Vec::new(),
+            address: None,
+            peers: None,
+        }
+    }
+}
+
+fn default_subnet() -> String {
+    format!(
+        "{}/{}",
+        berth_net::DEFAULT_SUBNET,
+        berth_net::DEFAULT_PREFIX
+    )
+}
+fn default_mtu() -> u16 {
+    berth_net::DEFAULT_MTU
+}
+fn default_max_tcp() -> usize {
+    berth_net::DEFAULT_MAX_TCP
+}
+fn default_max_udp() -> usize {
+    berth_net::DEFAULT_MAX_UDP
+}
+
+impl NetConfig {
+    /// The MAC address as bytes.
+    pub fn mac_bytes(&self) -> Result<[u8; 6], ConfigError> {
+        let bad = || ConfigError::BadMac(self.mac.clone());
+        let mut out = [0u8; 6];
+        let mut parts = self.mac.split(':');
+        for b in out.iter_mut() {
+            let p = parts.next().filter(|p| p.len() == 2).ok_or_else(bad)?;
+            *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+        }
+        if parts.next().is_some() || out[0] & 1 != 0 {
+            return Err(bad());
+        }
+        Ok(out)
+    }
+
+    /// The user-mode network layout, checked.
+    pub fn user_config(&self) -> Result<berth_net::UserNetConfig, ConfigError> {
+        let NetBackendConfig::User {
+            subnet,
+            mtu,
+            hosts,
+            dns,
+            max_tcp,
+            max_udp,
+            ports,
+            address,
+            peers,
+        } = &self.backend;
+        let bad = || ConfigError::BadSubnet(subnet.clone());
+        let (addr, prefix) = subnet.split_once('/').ok_or_else(bad)?;
+        let mut c = berth_net::UserNetConfig {
+            subnet: addr.parse().map_err(|_| bad())?,
+            prefix: prefix.parse().map_err(|_| bad())?,
+            mtu: *mtu,
+            max_tcp: *max_tcp,
+            max_udp: *max_udp,
+            forwards: ports
+                .iter()
+                .map(|p| berth_net::PortForward {
+                    host: p.host,
+                    guest_port: p.guest_port,
+                    transport: match p.protocol {
+                        PortProtocol::Tcp => berth_net::Transport::Tcp,
+                        PortProtocol::Udp => berth_net::Transport::Udp,
+                    },
+                })
+                .collect(),
+            guest: *address,
+            peers: peers.clone(),
+            ..berth_net::UserNetConfig::default()
+        };
+        // The defaults' host names point into the default subnet: redo them for this one.
+        let host = c.host_addr();
+        for entry in &mut c.hosts {
+            entry.1 = host;
+        }
+        c.hosts.extend(hosts.iter().map(|(n, a)| (n.clone(), *a)));
+        if let Some(dns) = dns {
+            c.dns_upstream = dns.clone();
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.mac_bytes()?;
+        self.user_config()?;
+        Ok(())
+    }
 }
 
 fn default_memory() -> u64 {
@@ -118,31 +338,19 @@ pub enum ConsoleConfig {
     Null,
 }
 
-/// Parses a memory size: `256`, `256M`, `256MiB`, `1G`, `1GiB` (plain numbers are MiB).
+/// Parses a memory size in whole MiB: `256`, `256M`, `256MiB`, `1G`, `1GiB` (plain numbers
+/// are MiB, other sizes as [`berth_units::parse_size`]).
 pub fn parse_memory(s: &str) -> Result<u64, ConfigError> {
+    let bad = || ConfigError::BadMemory(s.to_string());
     let t = s.trim();
-    let lower = t.to_ascii_lowercase();
-    let (digits, mult) = if let Some(n) = lower
-        .strip_suffix("gib")
-        .or_else(|| lower.strip_suffix("gb"))
-        .or_else(|| lower.strip_suffix('g'))
-    {
-        (n, 1024)
-    } else if let Some(n) = lower
-        .strip_suffix("mib")
-        .or_else(|| lower.strip_suffix("mb"))
-        .or_else(|| lower.strip_suffix('m'))
-    {
-        (n, 1)
-    } else {
-        (lower.as_str(), 1)
-    };
-    digits
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| ConfigError::BadMemory(s.to_string()))
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return t.parse().map_err(|_| bad());
+    }
+    let bytes = berth_units::parse_size(t).ok_or_else(bad)?;
+    if bytes % (1 << 20) != 0 {
+        return Err(bad());
+    }
+    Ok(bytes >> 20)
 }
 
 impl VmConfig {
@@ -158,6 +366,8 @@ impl VmConfig {
             vsock: None,
             console: ConsoleConfig::Stdout,
             rng: true,
+            net: None,
+            shares: Vec::new(),
         }
     }
 
@@ -213,6 +423,10 @@ impl VmConfig {
                 return Err(ConfigError::BadCid(v.guest_cid));
             }
         }
+        if let Some(net) = &self.net {
+            net.validate()?;
+        }
+        check_shares(&self.shares)?;
         if let ConsoleConfig::File(p) = &self.console {
             if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
                 if !dir.is_dir() {
@@ -255,6 +469,46 @@ fn check_disk(disk: &DiskConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
+fn check_shares(shares: &[ShareConfig]) -> Result<(), ConfigError> {
+    if shares.len() > MAX_SHARES {
+        return Err(ConfigError::TooManyShares {
+            count: shares.len(),
+            max: MAX_SHARES,
+        });
+    }
+    let mut tags = std::collections::HashSet::new();
+    for share in shares {
+        let tag = &share.tag;
+        if tag.is_empty() {
+            return Err(ConfigError::ShareTagEmpty(share.path.clone()));
+        }
+        if tag.len() > berth_devices::virtio::fs::TAG_LEN {
+            return Err(ConfigError::ShareTagTooLong {
+                tag: tag.clone(),
+                len: tag.len(),
+                max: berth_devices::virtio::fs::TAG_LEN,
+            });
+        }
+        if tag.contains('\0') {
+            return Err(ConfigError::ShareTagNul(tag.clone()));
+        }
+        if !tags.insert(tag.as_str()) {
+            return Err(ConfigError::ShareTagTwice(tag.clone()));
+        }
+        if !share.path.is_absolute() {
+            return Err(ConfigError::SharePathRelative(share.path.clone()));
+        }
+        let meta = std::fs::metadata(&share.path).map_err(|source| ConfigError::ShareDir {
+            path: share.path.clone(),
+            source,
+        })?;
+        if !meta.is_dir() {
+            return Err(ConfigError::ShareNotDir(share.path.clone()));
+        }
+    }
+    Ok(())
+}
+
 fn check_vsock_path(path: &Path) -> Result<(), ConfigError> {
     if path.symlink_metadata().is_ok() {
         return Err(ConfigError::VsockTaken(path.to_path_buf()));
@@ -293,6 +547,7 @@ mod tests {
         assert_eq!(parse_memory("2G").unwrap(), 2048);
         assert_eq!(parse_memory("1gib").unwrap(), 1024);
         assert!(parse_memory("lots").is_err());
+        assert!(parse_memory("1536k").is_err(), "not whole MiB");
         assert!(parse_memory("-1M").is_err());
         assert!(parse_memory("99999999999999999999G").is_err());
     }
@@ -318,6 +573,17 @@ mod tests {
         assert!(c.rng);
         assert_eq!(VmConfig::from_json(&c.to_json()).unwrap(), c);
         assert!(VmConfig::from_json(r#"{"kernel":"/k","bogus":1}"#).is_err());
+        assert_eq!(c.net, None, "configs without a net device still parse");
+        let n = VmConfig::from_json(r#"{"kernel":"/k","net":{}}"#).unwrap();
+        assert_eq!(n.net, Some(NetConfig::default()));
+        let n = VmConfig::from_json(
+            r#"{"kernel":"/k","net":{"mac":"52:54:00:00:00:09","backend":{"kind":"user","subnet":"10.1.2.0/24","hosts":{"db":"10.1.2.9"}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(VmConfig::from_json(&n.to_json()).unwrap(), n);
+        assert!(
+            VmConfig::from_json(r#"{"kernel":"/k","net":{"backend":{"kind":"tap"}}}"#).is_err()
+        );
         assert!(VmConfig::from_json(r#"{"console":"null"}"#).is_err());
     }
 
@@ -379,7 +645,184 @@ mod tests {
         assert!(matches!(c.validate(), Err(ConfigError::BadCid(2))));
         c.vsock = None;
 
+        c.net = Some(NetConfig::default());
+        c.validate().unwrap();
+        c.net = Some(NetConfig {
+            mac: "01:00:00:00:00:01".into(),
+            ..NetConfig::default()
+        });
+        assert!(matches!(c.validate(), Err(ConfigError::BadMac(_))));
+        for bad_mac in [
+            "52:54:00:12:34",
+            "52:54:00:12:34:56:78",
+            "zz:54:00:12:34:56",
+            "",
+        ] {
+            c.net.as_mut().unwrap().mac = bad_mac.into();
+            assert!(
+                matches!(c.validate(), Err(ConfigError::BadMac(_))),
+                "{bad_mac}"
+            );
+        }
+        let user = |subnet: &str, mtu: u16, max_tcp: usize| NetConfig {
+            backend: NetBackendConfig::User {
+                subnet: subnet.into(),
+                mtu,
+                hosts: Default::default(),
+                dns: None,
+                max_tcp,
+                max_udp: 16,
+                ports: Vec::new(),
+                address: None,
+                peers: None,
+            },
+            ..NetConfig::default()
+        };
+        c.net = Some(user("10.9.8.0", 1500, 16));
+        assert!(matches!(c.validate(), Err(ConfigError::BadSubnet(_))));
+        c.net = Some(user("8.8.8.0/24", 1500, 16));
+        assert!(matches!(c.validate(), Err(ConfigError::UserNet(_))));
+        c.net = Some(user("10.9.8.0/24", 10, 16));
+        assert!(matches!(c.validate(), Err(ConfigError::UserNet(_))));
+        c.net = Some(user("10.9.8.0/24", 1500, 0));
+        assert!(matches!(c.validate(), Err(ConfigError::UserNet(_))));
+        c.net = Some(user("10.9.8.0/24", 9000, 16));
+        c.validate().unwrap();
+        let mut twice = user("10.9.8.0/24", 1500, 16);
+        let NetBackendConfig::User { ports, .. } = &mut twice.backend;
+        let p = PublishedPort {
+            host: "127.0.0.1:8080".parse().unwrap(),
+            guest_port: 80,
+            protocol: PortProtocol::Tcp,
+        };
+        // One host port may serve TCP and UDP, not the same one twice.
+        let udp = PublishedPort {
+            protocol: PortProtocol::Udp,
+            ..p
+        };
+        ports.extend([p, udp, p]);
+        assert!(matches!(
+            twice.user_config(),
+            Err(ConfigError::UserNet(berth_net::UserNetError::ForwardTwice(
+                _
+            )))
+        ));
+        let u = c.net.as_ref().unwrap().user_config().unwrap();
+        assert_eq!(u.host_addr(), std::net::Ipv4Addr::new(10, 9, 8, 254));
+        assert!(u
+            .hosts
+            .iter()
+            .any(|(n, a)| n == "host.docker.internal" && *a == u.host_addr()));
+        c.net = None;
+
         c.initrd = Some(dir.path().join("no-initrd"));
         assert!(matches!(c.validate(), Err(ConfigError::Initrd { .. })));
+    }
+
+    #[test]
+    fn shares_in_json() {
+        let c = VmConfig::from_json(
+            r#"{"kernel":"/k","shares":[{"tag":"src","path":"/home/me/src","read_only":true},{"tag":"out","path":"/tmp/out"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.shares,
+            vec![
+                ShareConfig {
+                    tag: "src".into(),
+                    path: "/home/me/src".into(),
+                    read_only: true
+                },
+                ShareConfig {
+                    tag: "out".into(),
+                    path: "/tmp/out".into(),
+                    read_only: false
+                },
+            ]
+        );
+        assert_eq!(VmConfig::from_json(&c.to_json()).unwrap(), c);
+        assert!(VmConfig::from_json(r#"{"kernel":"/k"}"#)
+            .unwrap()
+            .shares
+            .is_empty());
+        assert!(VmConfig::from_json(r#"{"kernel":"/k","shares":[{"tag":"a"}]}"#).is_err());
+        assert!(
+            VmConfig::from_json(r#"{"kernel":"/k","shares":[{"tag":"a","path":"/a","x":1}]}"#)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn share_validation_names_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = VmConfig::new(fake_kernel(dir.path()));
+        let folder = dir.path().join("shared");
+        std::fs::create_dir(&folder).unwrap();
+        let share = |tag: &str, path: &Path| ShareConfig {
+            tag: tag.into(),
+            path: path.to_path_buf(),
+            read_only: false,
+        };
+        c.shares = vec![share("src", &folder), share(&"t".repeat(36), &folder)];
+        c.validate().unwrap();
+
+        c.shares = vec![share("", &folder)];
+        let e = c.validate().unwrap_err();
+        assert!(matches!(e, ConfigError::ShareTagEmpty(_)), "{e}");
+        c.shares = vec![share(&"t".repeat(37), &folder)];
+        let e = c.validate().unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::ShareTagTooLong {
+                    len: 37,
+                    max: 36,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("at most 36 bytes"), "{e}");
+        // 12 characters but 36 bytes fit; 13 (39 bytes) do not.
+        c.shares = vec![share(&"€".repeat(12), &folder)];
+        c.validate().unwrap();
+        c.shares = vec![share(&"€".repeat(13), &folder)];
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::ShareTagTooLong { len: 39, .. })
+        ));
+        c.shares = vec![share("a\0b", &folder)];
+        assert!(matches!(c.validate(), Err(ConfigError::ShareTagNul(_))));
+        c.shares = vec![share("src", &folder), share("src", dir.path())];
+        let e = c.validate().unwrap_err();
+        assert!(
+            matches!(e, ConfigError::ShareTagTwice(ref t) if t == "src"),
+            "{e}"
+        );
+
+        c.shares = vec![share("src", Path::new("relative/dir"))];
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::SharePathRelative(_))
+        ));
+        c.shares = vec![share("src", &dir.path().join("missing"))];
+        let e = c.validate().unwrap_err();
+        assert!(matches!(e, ConfigError::ShareDir { .. }), "{e}");
+        assert!(e.to_string().contains("missing"), "{e}");
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        c.shares = vec![share("src", &file)];
+        assert!(matches!(c.validate(), Err(ConfigError::ShareNotDir(_))));
+
+        c.shares = (0..=MAX_SHARES)
+            .map(|i| share(&format!("s{i}"), &folder))
+            .collect();
+        let e = c.validate().unwrap_err();
+        assert!(
+            matches!(e, ConfigError::TooManyShares { count: 17, max: 16 }),
+            "{e}"
+        );
+        c.shares.pop();
+        c.validate().unwrap();
     }
 }

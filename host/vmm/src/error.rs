@@ -48,8 +48,8 @@ pub enum ConfigError {
         /// Host total.
         host: u64,
     },
-    /// cannot understand memory size '{0}': write e.g. 256M or 1G
-    #[error("cannot understand memory size '{0}': write e.g. 256M or 1G")]
+    /// cannot understand memory size '{0}': write whole MiB, like 256M or 1G
+    #[error("cannot understand memory size '{0}': write whole MiB, like 256M or 1G")]
     BadMemory(String),
     /// {cpus} vCPUs asked for: give between 1 and {max}
     #[error("{cpus} vCPUs asked for: give between 1 and {max}")]
@@ -118,6 +118,56 @@ pub enum ConfigError {
     /// guest CID {0} is reserved or too large: use 3 or more, below 2^32
     #[error("guest CID {0} is reserved or too large: use 3 or more, below 2^32")]
     BadCid(u64),
+    /// MAC address {0:?} is unusable: give six hex bytes such as 52:54:00:12:34:56, unicast (even first byte)
+    #[error("MAC address {0:?} is unusable: give six hex bytes such as 52:54:00:12:34:56, unicast (even first byte)")]
+    BadMac(String),
+    /// subnet {0:?} is not of the form A.B.C.D/PREFIX
+    #[error("subnet {0:?} is not of the form A.B.C.D/PREFIX")]
+    BadSubnet(String),
+    /// user-mode network: {0}
+    #[error("user-mode network: {0}")]
+    UserNet(#[from] berth_net::UserNetError),
+    /// {count} shared folders asked for: berth shares at most {max}
+    #[error("{count} shared folders asked for: berth shares at most {max}")]
+    TooManyShares {
+        /// Asked for.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// the share of {0} has an empty tag: give it the name the guest mounts it by
+    #[error("the share of {0} has an empty tag: give it the name the guest mounts it by")]
+    ShareTagEmpty(PathBuf),
+    /// share tag {tag:?} is {len} bytes long: use at most {max} bytes
+    #[error("share tag {tag:?} is {len} bytes long: use at most {max} bytes")]
+    ShareTagTooLong {
+        /// The tag.
+        tag: String,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// share tag {0:?} contains a NUL byte
+    #[error("share tag {0:?} contains a NUL byte")]
+    ShareTagNul(String),
+    /// share tag {0:?} is used twice: give every shared folder its own tag
+    #[error("share tag {0:?} is used twice: give every shared folder its own tag")]
+    ShareTagTwice(String),
+    /// shared folder {0} is a relative path: give an absolute one
+    #[error("shared folder {0} is a relative path: give an absolute one")]
+    SharePathRelative(PathBuf),
+    /// cannot share folder {path}: {source}
+    #[error("cannot share folder {path}: {source}")]
+    ShareDir {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// cannot share {0}: it is not a directory
+    #[error("cannot share {0}: it is not a directory")]
+    ShareNotDir(PathBuf),
     /// the directory of console file {0} does not exist
     #[error("the directory of console file {0} does not exist")]
     ConsoleDir(PathBuf),
@@ -174,6 +224,19 @@ pub enum VmmError {
         /// Why.
         source: std::io::Error,
     },
+    /// cannot share folder {path} as {tag:?}: {source}
+    #[error("cannot share folder {path} as {tag:?}: {source}")]
+    Share {
+        /// The share's tag.
+        tag: String,
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// sharing folders is not supported on this host yet
+    #[error("sharing folders is not supported on this host yet")]
+    SharesUnsupported,
     /// cannot start a thread: {0}
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),

@@ -326,6 +326,46 @@ fn disks_and_vsock_appear_on_the_command_line_and_bus() {
     );
 }
 
+#[cfg(target_os = "linux")]
+#[test]
+fn shares_come_after_the_other_devices_with_their_tag_in_config_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let boot = vec![
+        Step::MmioRead(0xd000_0008, 4),
+        Step::MmioRead(0xd000_1008, 4),
+        Step::MmioRead(0xd000_2008, 4),
+        Step::MmioRead(0xd000_1100, 4),
+        Step::MmioRead(0xd000_1124, 4),
+        Step::MmioRead(0xd000_2100, 4),
+        Step::MmioRead(0xd000_3008, 4),
+        Step::Out(0x64, vec![0xfe]),
+    ];
+    let (outcome, reads) = run_script(vec![boot], |c| {
+        c.shares = vec![
+            ShareConfig {
+                tag: "code".into(),
+                path: dir.path().to_path_buf(),
+                read_only: true,
+            },
+            ShareConfig {
+                tag: "data".into(),
+                path: dir.path().to_path_buf(),
+                read_only: false,
+            },
+        ];
+    });
+    assert_eq!(outcome.reason, ExitReason::Reboot);
+    let words: Vec<u32> = reads
+        .iter()
+        .map(|r| u32::from_le_bytes([r[0], r[1], r[2], r[3]]))
+        .collect();
+    assert_eq!(words[..3], [4, 26, 26], "rng, then the two shares");
+    assert_eq!(&reads[3], b"code", "the first share's tag");
+    assert_eq!(words[4], 1, "one request queue");
+    assert_eq!(&reads[5], b"data", "the second share's tag");
+    assert_eq!(words[6], 0, "no fourth device");
+}
+
 #[test]
 fn random_mmio_traffic_against_real_devices_does_not_stop_the_vmm() {
     let dir = tempfile::tempdir().unwrap();

@@ -26,8 +26,12 @@ use std::time::{Duration, Instant};
 
 use berth_hypervisor::{Hypervisor, Vm};
 
-pub use config::{parse_memory, ConsoleConfig, DiskConfig, VmConfig, VsockConfig};
+pub use config::{
+    parse_memory, ConsoleConfig, DiskConfig, NetBackendConfig, NetConfig, PortProtocol,
+    PublishedPort, ShareConfig, VmConfig, VsockConfig,
+};
 pub use error::{ConfigError, VmmError};
+pub use x86_64::layout::MAX_VIRTIO_DEVICES;
 
 /// Guest memory as the devices see it.
 pub type GuestMemory = berth_devices::GuestMemory;

@@ -14,7 +14,22 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage: berth-vmm --config FILE   (a JSON VmConfig; - reads standard input)";
 
+/// Logs go to stderr (the container's `vmm.log`), at the level `BERTH_LOG` names
+/// (`error`, `warn`, `info`, `debug`, `trace`; `warn` by default).
+fn install_logging() {
+    let level = std::env::var("BERTH_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::WARN);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
 fn main() -> ExitCode {
+    install_logging();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let path = match args.as_slice() {
         [flag, path] if flag == "--config" => path.clone(),

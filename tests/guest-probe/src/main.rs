@@ -7,6 +7,14 @@
 //! berth-guest-probe vsock-send CID PORT MESSAGE
 //!     connect to CID:PORT, send MESSAGE, half-close, print everything the peer sends
 //!     until it closes to stdout, exit 0
+//! berth-guest-probe net-up IFACE ADDR/PREFIX GATEWAY
+//!     give IFACE the address, bring it up, route everything via GATEWAY (see `netif`)
+//! berth-guest-probe tcp-send IP PORT MESSAGE
+//!     connect over TCP, send MESSAGE and a newline, half-close, print the reply
+//! berth-guest-probe udp-send IP PORT MESSAGE
+//!     send one datagram, print the first answer (10 s at most)
+//! berth-guest-probe udp-echo-server PORT
+//!     answer every datagram on UDP port PORT with "echo: " and its bytes, until killed
 //! ```
 //!
 //! Failures print `berth-guest-probe: ...` on stderr and exit 1; usage errors exit 2.
@@ -19,7 +27,16 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage:
   berth-guest-probe vsock-echo-server PORT
-  berth-guest-probe vsock-send CID PORT MESSAGE";
+  berth-guest-probe vsock-send CID PORT MESSAGE
+  berth-guest-probe net-up IFACE ADDR/PREFIX GATEWAY
+  berth-guest-probe tcp-send IP PORT MESSAGE
+  berth-guest-probe udp-send IP PORT MESSAGE
+  berth-guest-probe udp-echo-server PORT";
+
+// One copy of the interface set-up: the agent's (the probe uses only part of it).
+#[allow(dead_code)]
+#[path = "../../../guest/agent/src/netif.rs"]
+mod netif;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -50,6 +67,25 @@ enum Command {
         port: u32,
         message: String,
     },
+    NetUp {
+        iface: String,
+        addr: std::net::Ipv4Addr,
+        prefix: u8,
+        gateway: std::net::Ipv4Addr,
+    },
+    Inet {
+        udp: bool,
+        addr: std::net::SocketAddrV4,
+        message: String,
+    },
+    UdpEcho {
+        port: u16,
+    },
+}
+
+fn parse_ip(s: &str) -> Result<std::net::Ipv4Addr, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not an IPv4 address"))
 }
 
 fn parse_num(what: &str, s: &str) -> Result<u32, String> {
@@ -69,6 +105,27 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
             port: parse_num("PORT", port)?,
             message: (*message).to_owned(),
         }),
+        ["net-up", iface, cidr, gw] => {
+            let (a, p) = cidr.split_once('/').ok_or("ADDR/PREFIX needs a /")?;
+            let prefix: u8 = p.parse().ok().filter(|p| *p <= 32).ok_or("bad PREFIX")?;
+            Ok(Command::NetUp {
+                iface: (*iface).to_owned(),
+                addr: parse_ip(a)?,
+                prefix,
+                gateway: parse_ip(gw)?,
+            })
+        }
+        [cmd @ ("tcp-send" | "udp-send"), ip, port, message] => Ok(Command::Inet {
+            udp: *cmd == "udp-send",
+            addr: std::net::SocketAddrV4::new(
+                parse_ip(ip)?,
+                port.parse().map_err(|_| "PORT must be 0 to 65535")?,
+            ),
+            message: (*message).to_owned(),
+        }),
+        ["udp-echo-server", port] => Ok(Command::UdpEcho {
+            port: port.parse().map_err(|_| "PORT must be 0 to 65535")?,
+        }),
         [] => Err("missing command".into()),
         [cmd, ..] => Err(format!("bad arguments for {cmd:?}")),
     }
@@ -87,6 +144,54 @@ fn run(command: Command) -> io::Result<()> {
             let n = echo(&mut conn)?;
             eprintln!("berth-guest-probe: echoed {n} bytes");
             Ok(())
+        }
+        Command::NetUp {
+            iface,
+            addr,
+            prefix,
+            gateway,
+        } => netif::configure(&iface, addr, prefix, Some(gateway)),
+        Command::Inet {
+            udp: false,
+            addr,
+            message,
+        } => {
+            let mut conn = std::net::TcpStream::connect_timeout(
+                &addr.into(),
+                std::time::Duration::from_secs(20),
+            )?;
+            conn.set_read_timeout(Some(std::time::Duration::from_secs(20)))?;
+            let reply = send_and_collect(&mut conn, format!("{message}\n").as_bytes(), |c| {
+                c.shutdown(std::net::Shutdown::Write)
+            })?;
+            let mut out = io::stdout().lock();
+            out.write_all(&reply)?;
+            out.flush()
+        }
+        Command::Inet {
+            udp: true,
+            addr,
+            message,
+        } => {
+            let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
+            sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+            sock.send_to(message.as_bytes(), addr)?;
+            let mut buf = [0u8; 2048];
+            let (n, _) = sock.recv_from(&mut buf)?;
+            let mut out = io::stdout().lock();
+            out.write_all(&buf[..n])?;
+            out.flush()
+        }
+        Command::UdpEcho { port } => {
+            let sock = std::net::UdpSocket::bind(("0.0.0.0", port))?;
+            eprintln!("berth-guest-probe: answering UDP port {port}");
+            let mut buf = [0u8; 2048];
+            loop {
+                let (n, from) = sock.recv_from(&mut buf)?;
+                let mut reply = b"echo: ".to_vec();
+                reply.extend_from_slice(&buf[..n]);
+                sock.send_to(&reply, from)?;
+            }
         }
         Command::Send { cid, port, message } => {
             let mut conn = vsock::connect(cid, port)?;
@@ -293,6 +398,31 @@ mod tests {
         assert!(parse_args(&args(&["vsock-send", "x", "1", "m"])).is_err());
         assert!(parse_args(&args(&["vsock-send", "2", "1"])).is_err());
         assert!(parse_args(&args(&["bogus"])).is_err());
+        assert_eq!(
+            parse_args(&args(&["net-up", "eth0", "10.0.0.2/24", "10.0.0.1"])),
+            Ok(Command::NetUp {
+                iface: "eth0".into(),
+                addr: "10.0.0.2".parse().unwrap(),
+                prefix: 24,
+                gateway: "10.0.0.1".parse().unwrap()
+            })
+        );
+        assert!(parse_args(&args(&["net-up", "eth0", "10.0.0.2", "10.0.0.1"])).is_err());
+        assert!(parse_args(&args(&["net-up", "eth0", "10.0.0.2/33", "10.0.0.1"])).is_err());
+        assert_eq!(
+            parse_args(&args(&["udp-send", "10.0.0.1", "53", "m"])),
+            Ok(Command::Inet {
+                udp: true,
+                addr: "10.0.0.1:53".parse().unwrap(),
+                message: "m".into()
+            })
+        );
+        assert!(parse_args(&args(&["tcp-send", "10.0.0.1", "70000", "m"])).is_err());
+        assert_eq!(
+            parse_args(&args(&["udp-echo-server", "5300"])),
+            Ok(Command::UdpEcho { port: 5300 })
+        );
+        assert!(parse_args(&args(&["udp-echo-server", "x"])).is_err());
     }
 
     #[test]

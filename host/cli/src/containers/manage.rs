@@ -1,84 +1,53 @@
 //! Commands on existing containers: `exec`, `ps`, `logs`, `stop`, `kill`, `wait`, `rm`,
 //! `inspect`, `stats`, `cp`, `top` and `commit`.
 
+use crate::format::truncate;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use berth_containers::{now, ContainerRecord, Status};
-use berth_protocol::chunk::{receive_all, send_all, LogStream};
-use berth_protocol::spec::{docker_spec, RunConfig};
-use berth_protocol::{Client, ExecRequest, ProcessRef, StdioOptions, StreamTarget};
+use berth_containers::now;
+use berth_engine::{
+    format_time, parse_signal, vm, ContainerRecord, Engine, ExecOptions, LogOptions, PortMapping,
+    Status, WaitCondition, EXIT_VM_CRASHED,
+};
+use berth_protocol::chunk::LogStream;
+use berth_units::human_bytes;
 
-use super::image;
-use super::lifecycle::{finish, merge_env, Ctx, FilesAccess};
-use super::logfile;
 use super::stdio;
-use super::vm::{self, VmFiles};
 use super::ExecArgs;
-
-/// A running container and its agent.
-async fn running(ctx: &Ctx, name: &str) -> Result<(ContainerRecord, VmFiles, Client)> {
-    let record = ctx.store.resolve(name)?;
-    if record.status() != Status::Running {
-        bail!("container {} is not running", record.name);
-    }
-    let files = ctx.files(&record);
-    let client = vm::connect_agent(&files, record.state.vmm, Duration::from_secs(10)).await?;
-    Ok((record, files, client))
-}
 
 /// `berth exec`.
 pub async fn exec(a: ExecArgs) -> Result<i32> {
-    let ctx = Ctx::open()?;
-    let (record, files, client) = running(&ctx, &a.container).await?;
-    let spec = &record.spec;
-    let oci = docker_spec(&RunConfig {
-        args: a.command.clone(),
-        env: merge_env(&spec.env, &a.env),
-        cwd: a.workdir.clone().unwrap_or_else(|| spec.workdir.clone()),
-        hostname: String::new(),
-        tty: a.tty,
-        memory_bytes: None,
-        cpus: None,
-        pids_limit: None,
-    });
-    let process = oci
-        .process()
-        .clone()
-        .context("the default spec has a process")?;
-    let exec_id = berth_containers::generate_id()?[..16].to_string();
-    let user = a
-        .user
-        .clone()
-        .or_else(|| (!spec.user.is_empty()).then(|| spec.user.clone()));
-    client
-        .exec(ExecRequest {
-            container: record.id.clone(),
-            exec: exec_id.clone(),
-            process,
-            user,
-            stdio: StdioOptions {
+    let engine = Engine::open()?;
+    let process = engine
+        .exec(
+            &a.container,
+            &ExecOptions {
+                command: a.command.clone(),
+                env: a.env.clone(),
+                workdir: a.workdir.clone(),
+                user: a.user.clone(),
                 tty: a.tty,
-                open_stdin: a.interactive,
+                interactive: a.interactive,
             },
-        })
+        )
         .await?;
-    let p = ProcessRef::exec(record.id.clone(), exec_id);
     if a.detach {
-        client.start(p).await?;
+        process.start().await?;
         return Ok(0);
     }
+    let streams = process.streams(a.tty, a.interactive).await?;
     stdio::attach(
-        &files,
-        &client,
-        p,
+        streams,
+        &process.client,
+        process.process.clone(),
         stdio::Mode {
             tty: a.tty,
             interactive: a.interactive,
-            start: true,
         },
+        true,
         None,
     )
     .await
@@ -86,15 +55,7 @@ pub async fn exec(a: ExecArgs) -> Result<i32> {
 
 fn age(secs: u64) -> String {
     let d = now().saturating_sub(secs);
-    match d {
-        0..=1 => "Less than a second".into(),
-        2..=59 => format!("{d} seconds"),
-        60..=119 => "About a minute".into(),
-        120..=3599 => format!("{} minutes", d / 60),
-        3600..=7199 => "About an hour".into(),
-        7200..=172_799 => format!("{} hours", d / 3600),
-        _ => format!("{} days", d / 86400),
-    }
+    berth_units::human_duration(std::time::Duration::from_secs(d))
 }
 
 fn status_text(r: &ContainerRecord) -> String {
@@ -103,7 +64,7 @@ fn status_text(r: &ContainerRecord) -> String {
         Status::Running => format!("Up {}", age(r.state.started_at.unwrap_or(r.created))),
         Status::Exited => format!(
             "Exited ({}) {} ago",
-            r.state.exit_code.unwrap_or(lifecycle_crash()),
+            r.state.exit_code.unwrap_or(EXIT_VM_CRASHED),
             age(r
                 .state
                 .finished_at
@@ -113,24 +74,103 @@ fn status_text(r: &ContainerRecord) -> String {
     }
 }
 
-fn lifecycle_crash() -> i32 {
-    super::lifecycle::EXIT_VM_CRASHED
+/// The published ports of a running container, docker's way: `0.0.0.0:8080->80/tcp, ...`.
+fn ports_text(r: &ContainerRecord) -> String {
+    live_ports(r)
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
+/// The ports a container publishes now (none unless it runs).
+fn live_ports(r: &ContainerRecord) -> &[PortMapping] {
+    if r.status() == Status::Running {
+        &r.state.ports
     } else {
-        format!("{}…", s.chars().take(n - 1).collect::<String>())
+        &[]
     }
+}
+
+/// `berth port`: `80/tcp -> 0.0.0.0:8080` lines, or the host addresses of one container
+/// port, as docker prints them.
+pub fn port(name: &str, private: Option<&str>) -> Result<i32> {
+    let engine = Engine::open()?;
+    let r = engine.container(name)?;
+    let want = private
+        .map(|p| {
+            let (port, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+            port.parse::<u16>()
+                .ok()
+                .filter(|_| matches!(proto, "tcp" | "udp"))
+                .map(|n| (n, proto.to_string()))
+                .with_context(|| format!("invalid port \"{p}\": give PORT or PORT/tcp or PORT/udp"))
+        })
+        .transpose()?;
+    let ports: Vec<&PortMapping> = live_ports(&r)
+        .iter()
+        .filter(|m| {
+            want.as_ref()
+                .is_none_or(|(n, proto)| m.container_port == *n && m.protocol.to_string() == *proto)
+        })
+        .collect();
+    if ports.is_empty() {
+        if let Some(p) = private {
+            bail!("no public port '{p}' published for {}", r.name);
+        }
+    }
+    for m in ports {
+        let host = std::net::SocketAddr::new(m.host_ip, m.host_port);
+        // docker prints only the host address when asked about one port.
+        match private {
+            Some(_) => println!("{host}"),
+            None => println!("{}/{} -> {host}", m.container_port, m.protocol),
+        }
+    }
+    Ok(0)
+}
+
+/// docker's port map: `{"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}`.
+fn port_map(mappings: &[PortMapping]) -> serde_json::Value {
+    let mut ports = serde_json::Map::new();
+    for m in mappings {
+        let key = format!("{}/{}", m.container_port, m.protocol);
+        let binding = serde_json::json!({
+            "HostIp": m.host_ip.to_string(),
+            "HostPort": if m.host_port == 0 { String::new() } else { m.host_port.to_string() },
+        });
+        if let Some(a) = ports
+            .entry(key)
+            .or_insert_with(|| serde_json::json!([]))
+            .as_array_mut()
+        {
+            a.push(binding);
+        }
+    }
+    serde_json::Value::Object(ports)
+}
+
+/// docker's `NetworkSettings` of `inspect`.
+fn network_settings(r: &ContainerRecord) -> serde_json::Value {
+    let ports = port_map(live_ports(r));
+    let (ip, gateway, prefix) = match berth_engine::net::layout(r) {
+        Some(l) => (l.guest.to_string(), l.gateway.to_string(), l.prefix),
+        None => (String::new(), String::new(), 0),
+    };
+    serde_json::json!({
+        "IPAddress": ip,
+        "IPPrefixLen": prefix,
+        "Gateway": gateway,
+        "Ports": ports,
+        "NetworkMode": r.spec.network,
+    })
 }
 
 /// `berth ps`.
 pub fn ps(all: bool, quiet: bool) -> Result<i32> {
-    let ctx = Ctx::open()?;
-    let records: Vec<_> = ctx
-        .store
-        .list()?
+    let engine = Engine::open()?;
+    let records: Vec<_> = engine
+        .containers()?
         .into_iter()
         .filter(|r| all || r.status() == Status::Running)
         .collect();
@@ -141,54 +181,32 @@ pub fn ps(all: bool, quiet: bool) -> Result<i32> {
         }
         return Ok(0);
     }
+    let ports: Vec<String> = records.iter().map(ports_text).collect();
+    let width = ports.iter().map(String::len).max().unwrap_or(0).max(5) + 3;
     writeln!(
         out,
-        "{:<14}{:<24}{:<24}{:<18}{:<28}NAMES",
-        "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS"
+        "{:<14}{:<24}{:<24}{:<18}{:<28}{:<width$}NAMES",
+        "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS"
     )?;
-    for r in &records {
+    for (r, ports) in records.iter().zip(&ports) {
         writeln!(
             out,
-            "{:<14}{:<24}{:<24}{:<18}{:<28}{}",
+            "{:<14}{:<24}{:<24}{:<18}{:<28}{:<width$}{}",
             r.short_id(),
             truncate(&r.spec.image, 22),
             truncate(&format!("\"{}\"", r.spec.args.join(" ")), 22),
             format!("{} ago", age(r.created)),
             status_text(r),
+            ports,
             r.name
         )?;
     }
     Ok(0)
 }
 
-fn format_time(ns: u64) -> String {
-    let secs = (ns / 1_000_000_000) as i64;
-    let nanos = ns % 1_000_000_000;
-    let days = secs.div_euclid(86400);
-    let rem = secs.rem_euclid(86400);
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 /// `berth logs`.
 pub async fn logs(name: &str, follow: bool, tail: Option<&str>, timestamps: bool) -> Result<i32> {
-    let ctx = Ctx::open()?;
-    let record = ctx.store.resolve(name)?;
-    let path = ctx.files(&record).logs();
+    let engine = Engine::open()?;
     let tail =
         match tail {
             None | Some("all") => None,
@@ -196,7 +214,15 @@ pub async fn logs(name: &str, follow: bool, tail: Option<&str>, timestamps: bool
                 format!("invalid --tail \"{n}\": give a number of lines or all")
             })?),
         };
-    let print = |recs: Vec<berth_protocol::chunk::LogRecord>| -> Result<()> {
+    let mut cursor = engine.logs(
+        name,
+        LogOptions {
+            follow,
+            tail,
+            ..Default::default()
+        },
+    )?;
+    while let Some(recs) = cursor.next(&engine).await? {
         let mut out = std::io::stdout().lock();
         let mut err = std::io::stderr().lock();
         for r in recs {
@@ -210,79 +236,23 @@ pub async fn logs(name: &str, follow: bool, tail: Option<&str>, timestamps: bool
             w.write_all(&r.data)?;
         }
         out.flush()?;
-        Ok(())
-    };
-    let (recs, mut offset) = logfile::read_from(&path, 0)?;
-    let mut lines = logfile::lines(recs);
-    if let Some(n) = tail {
-        lines = lines.split_off(lines.len().saturating_sub(n));
-    }
-    print(lines)?;
-    if follow {
-        loop {
-            let running = ctx
-                .store
-                .resolve(&record.id)
-                .map(|r| r.status() == Status::Running)
-                .unwrap_or(false);
-            let (recs, next) = logfile::read_from(&path, offset)?;
-            offset = next;
-            print(logfile::lines(recs))?;
-            if !running {
-                // One more read after the end, for what the monitor wrote last.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                let (recs, _) = logfile::read_from(&path, offset)?;
-                print(logfile::lines(recs))?;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
     Ok(0)
 }
 
-/// Stops one container: SIGTERM, SIGKILL after `grace`, then power off.
-async fn stop_one(ctx: &Ctx, name: &str, grace: Duration, signal: i32) -> Result<()> {
-    let record = ctx.store.resolve(name)?;
-    if record.status() != Status::Running {
-        return Ok(());
-    }
-    let files = ctx.files(&record);
-    let vmm = record.state.vmm;
-    let init = ProcessRef::init(record.id.clone());
-    let mut code = None;
-    if let Ok(client) = vm::connect_agent(&files, vmm, Duration::from_secs(10)).await {
-        let _ = client.signal(init.clone(), signal).await;
-        code = match tokio::time::timeout(grace, client.wait(init.clone())).await {
-            Ok(Ok(c)) => Some(c),
-            _ => {
-                let _ = client.signal(init.clone(), libc::SIGKILL).await;
-                tokio::time::timeout(Duration::from_secs(10), client.wait(init))
-                    .await
-                    .ok()
-                    .and_then(|r| r.ok())
-            }
-        };
-        vm::shutdown(Some(&client), vmm).await;
-    } else if let Some(vmm) = vmm {
-        vm::kill_vmm(vmm);
-    }
-    let record = ctx.store.resolve(&record.id)?;
-    if record.state.finished_at.is_none() || record.state.exit_code.is_none() {
-        finish(ctx, &record, code.or(Some(137)), None)?;
-    }
-    Ok(())
-}
-
-/// `berth stop`.
-pub async fn stop_all(names: &[String], secs: u64) -> Result<i32> {
-    let ctx = Ctx::open()?;
+/// Runs `op` on each container, printing its name on success as docker does; returns 1
+/// when any failed.
+async fn each<F, Fut>(names: &[String], what: &str, op: F) -> Result<i32>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = berth_engine::Result<()>>,
+{
     let mut failed = false;
     for name in names {
-        match stop_one(&ctx, name, Duration::from_secs(secs), libc::SIGTERM).await {
+        match op(name.clone()).await {
             Ok(()) => println!("{name}"),
             Err(e) => {
-                eprintln!("berth: cannot stop {name}: {e:#}");
+                eprintln!("berth: cannot {what} {name}: {}", e.message());
                 failed = true;
             }
         }
@@ -290,134 +260,55 @@ pub async fn stop_all(names: &[String], secs: u64) -> Result<i32> {
     Ok(i32::from(failed))
 }
 
-/// A signal from its name (`KILL`, `SIGKILL`) or number.
-pub fn parse_signal(s: &str) -> Result<i32> {
-    if let Ok(n) = s.parse::<i32>() {
-        if (1..=64).contains(&n) {
-            return Ok(n);
-        }
-    }
-    let name = s.to_ascii_uppercase();
-    let name = name.strip_prefix("SIG").unwrap_or(&name);
-    let n = match name {
-        "HUP" => libc::SIGHUP,
-        "INT" => libc::SIGINT,
-        "QUIT" => libc::SIGQUIT,
-        "KILL" => libc::SIGKILL,
-        "USR1" => libc::SIGUSR1,
-        "USR2" => libc::SIGUSR2,
-        "TERM" => libc::SIGTERM,
-        "STOP" => libc::SIGSTOP,
-        "CONT" => libc::SIGCONT,
-        "ALRM" => libc::SIGALRM,
-        "WINCH" => libc::SIGWINCH,
-        _ => bail!("invalid signal \"{s}\": give a name like TERM or KILL, or a number"),
-    };
-    Ok(n)
+/// `berth stop`.
+pub async fn stop_all(names: &[String], secs: u64) -> Result<i32> {
+    let engine = Engine::open()?;
+    each(names, "stop", |n| {
+        let engine = &engine;
+        async move { engine.stop(&n, Duration::from_secs(secs), None).await }
+    })
+    .await
 }
 
 /// `berth kill`.
 pub async fn kill_all(names: &[String], signal: &str) -> Result<i32> {
     let sig = parse_signal(signal)?;
-    let ctx = Ctx::open()?;
-    let mut failed = false;
-    for name in names {
-        let result = async {
-            let (_, _, client) = running(&ctx, name).await?;
-            let record = ctx.store.resolve(name)?;
-            client
-                .signal(ProcessRef::init(record.id.clone()), sig)
-                .await?;
-            Ok::<_, anyhow::Error>(())
-        }
-        .await;
-        match result {
-            Ok(()) => println!("{name}"),
-            Err(e) => {
-                eprintln!("berth: cannot kill {name}: {e:#}");
-                failed = true;
-            }
-        }
-    }
-    Ok(i32::from(failed))
+    let engine = Engine::open()?;
+    each(names, "kill", |n| {
+        let engine = &engine;
+        async move { engine.kill(&n, sig).await }
+    })
+    .await
 }
 
 /// `berth wait`.
 pub async fn wait_all(names: &[String]) -> Result<i32> {
-    let ctx = Ctx::open()?;
+    let engine = Engine::open()?;
     for name in names {
-        let id = ctx.store.resolve(name)?.id;
-        loop {
-            let r = ctx.store.resolve(&id)?;
-            if r.status() != Status::Running
-                && (r.state.finished_at.is_some() || r.state.started_at.is_none())
-            {
-                println!("{}", r.state.exit_code.unwrap_or(0));
-                break;
-            }
-            if r.status() != Status::Running {
-                // The VMM is gone but its end is not recorded yet: give the monitor a moment.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                let r = ctx.store.resolve(&id)?;
-                if r.state.finished_at.is_none() {
-                    finish(
-                        &ctx,
-                        &r,
-                        None,
-                        Some("the micro-VM stopped unexpectedly".into()),
-                    )?;
-                }
-                continue;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let code = engine.wait(name, WaitCondition::NotRunning).await?;
+        println!("{code}");
     }
     Ok(0)
 }
 
 /// `berth rm`.
-pub async fn rm_all(names: &[String], force: bool) -> Result<i32> {
-    let ctx = Ctx::open()?;
-    let mut failed = false;
-    for name in names {
-        let result = async {
-            let record = ctx.store.resolve(name)?;
-            if record.status() == Status::Running {
-                if !force {
-                    bail!(
-                        "you cannot remove a running container {}: stop the container before removing it, or use rm -f",
-                        record.short_id()
-                    );
-                }
-                if let Some(vmm) = record.state.vmm {
-                    vm::kill_vmm(vmm);
-                }
-            }
-            ctx.files(&record).remove_sockets();
-            ctx.store.remove(&record.id)?;
-            image::unpin(&ctx.root, &record.id)?;
-            Ok(())
-        }
-        .await;
-        match result {
-            Ok(()) => println!("{name}"),
-            Err(e) => {
-                eprintln!("berth: {e:#}");
-                failed = true;
-            }
-        }
-    }
-    Ok(i32::from(failed))
+pub async fn rm_all(names: &[String], force: bool, volumes: bool) -> Result<i32> {
+    let engine = Engine::open()?;
+    each(names, "remove", |n| {
+        let engine = &engine;
+        async move { engine.remove(&n, force, volumes).await }
+    })
+    .await
 }
 
 /// `berth inspect`: containers first, then images.
 pub fn inspect(names: &[String]) -> Result<i32> {
-    let ctx = Ctx::open()?;
+    let engine = Engine::open()?;
     let mut out = Vec::new();
     for name in names {
-        match ctx.store.resolve(name) {
+        match engine.store().resolve(name) {
             Ok(r) => {
-                let files = ctx.files(&r);
+                let files = engine.files(&r);
                 out.push(serde_json::json!({
                     "Id": r.id,
                     "Name": r.name,
@@ -429,7 +320,8 @@ pub fn inspect(names: &[String]) -> Result<i32> {
                         "Env": r.spec.env,
                         "WorkingDir": r.spec.workdir,
                         "User": r.spec.user,
-                        "Hostname": if r.spec.hostname.is_empty() { r.short_id().to_string() } else { r.spec.hostname.clone() },
+                        "Hostname": berth_engine::spec::hostname(&r),
+                        "Labels": r.spec.labels,
                         "Tty": r.spec.tty,
                         "OpenStdin": r.spec.interactive,
                     },
@@ -437,7 +329,29 @@ pub fn inspect(names: &[String]) -> Result<i32> {
                         "NanoCpus": (r.spec.cpus * 1e9) as u64,
                         "Memory": r.spec.memory_mib << 20,
                         "AutoRemove": r.spec.auto_remove,
+                        "NetworkMode": r.spec.network,
+                        "Dns": r.spec.dns,
+                        "ExtraHosts": r.spec.add_hosts.iter().map(|h| format!(
+                            "{}:{}",
+                            h.name,
+                            h.ip.map_or("host-gateway".to_string(), |ip| ip.to_string())
+                        )).collect::<Vec<_>>(),
+                        "PortBindings": port_map(&r.spec.publish),
                     },
+                    "NetworkSettings": network_settings(&r),
+                    "Mounts": berth_engine::mounts::mount_points(engine.root(), &r.spec)
+                        .into_iter()
+                        .map(|m| serde_json::json!({
+                            "Type": m.kind,
+                            "Name": m.name,
+                            "Source": m.source,
+                            "Destination": m.destination,
+                            "Driver": if m.kind == "volume" { "local" } else { "" },
+                            "Mode": if m.rw { "" } else { "ro" },
+                            "RW": m.rw,
+                            "Propagation": if m.kind == "bind" { "rprivate" } else { "" },
+                        }))
+                        .collect::<Vec<_>>(),
                     "State": {
                         "Status": r.status().to_string(),
                         "Running": r.status() == Status::Running,
@@ -451,15 +365,18 @@ pub fn inspect(names: &[String]) -> Result<i32> {
                         "VCpus": vm::vcpus(r.spec.cpus),
                         "MemoryMiB": vm::vm_memory_mib(r.spec.memory_mib),
                         "Console": files.console(),
+                        "VmmLog": files.vmm_log(),
                         "LogPath": files.logs(),
                     },
                 }));
             }
-            Err(berth_containers::Error::NotFound(_)) => match image::inspect_json(&ctx.root, name)
-            {
-                Ok(v) => out.push(v),
-                Err(_) => bail!("no such object: {name}"),
-            },
+            Err(berth_containers::Error::NotFound(_)) => {
+                let store = engine.images()?;
+                match store.resolve(name) {
+                    Ok(img) => out.push(berth_image::ops::inspect(&store, &img)?),
+                    Err(_) => bail!("no such object: {name}"),
+                }
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -467,23 +384,12 @@ pub fn inspect(names: &[String]) -> Result<i32> {
     Ok(0)
 }
 
-fn human_bytes(b: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < units.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    format!("{v:.2}{}", units[i])
-}
-
 /// `berth stats`.
 pub async fn stats(names: &[String], no_stream: bool) -> Result<i32> {
-    let ctx = Ctx::open()?;
+    let engine = Engine::open()?;
     let names: Vec<String> = if names.is_empty() {
-        ctx.store
-            .list()?
+        engine
+            .containers()?
             .into_iter()
             .filter(|r| r.status() == Status::Running)
             .map(|r| r.id)
@@ -493,7 +399,7 @@ pub async fn stats(names: &[String], no_stream: bool) -> Result<i32> {
     };
     let mut targets = Vec::new();
     for n in &names {
-        let (record, _, client) = running(&ctx, n).await?;
+        let (record, _, client) = engine.running(n).await?;
         targets.push((record, client));
     }
     let mut previous: Vec<Option<berth_protocol::ContainerStats>> = vec![None; targets.len()];
@@ -539,9 +445,7 @@ pub async fn stats(names: &[String], no_stream: bool) -> Result<i32> {
 
 /// `berth top`.
 pub async fn top(name: &str) -> Result<i32> {
-    let ctx = Ctx::open()?;
-    let (record, _, client) = running(&ctx, name).await?;
-    let procs = client.top(&record.id).await?;
+    let procs = Engine::open()?.top(name).await?;
     println!(
         "{:<8}{:<8}{:<8}{:<6}{:<10}CMD",
         "PID", "PPID", "UID", "STAT", "RSS"
@@ -563,55 +467,15 @@ fn container_path(arg: &str) -> Option<(&str, &str)> {
 
 /// `berth cp`.
 pub async fn cp(src: &str, dst: &str) -> Result<i32> {
-    let ctx = Ctx::open()?;
+    let engine = Engine::open()?;
     match (container_path(src), container_path(dst)) {
         (Some((c, path)), None) => {
-            let access = FilesAccess::open(&ctx, c).await?;
-            let (record, files) = (access.record.clone(), access.files.clone());
-            access.run(&ctx, async {
-            let mut stream = vm::open_stream(
-                &files,
-                StreamTarget::CopyOut {
-                    container: record.id.clone(),
-                    path: path.to_string(),
-                },
-            )
-            .await?;
-            let mut tar_bytes = Vec::new();
-            receive_all(&mut stream, &mut tar_bytes)
-                .await
-                .map_err(|e| match e {
-                    Ok(w) => anyhow::Error::new(w),
-                    Err(f) => anyhow::Error::new(f),
-                })
-                .with_context(|| format!("copy {path} out of {}", record.name))?;
-            unpack_to(&tar_bytes, Path::new(dst))
-            })
-            .await?;
+            let tar_bytes = engine.copy_out(c, path).await?;
+            unpack_to(&tar_bytes, Path::new(dst))?;
         }
         (None, Some((c, path))) => {
             let (dir, tar_bytes) = pack_for(Path::new(src), path)?;
-            let access = FilesAccess::open(&ctx, c).await?;
-            let (record, files) = (access.record.clone(), access.files.clone());
-            access.run(&ctx, async {
-            let mut stream = vm::open_stream(
-                &files,
-                StreamTarget::CopyIn {
-                    container: record.id.clone(),
-                    path: dir,
-                },
-            )
-            .await?;
-            let mut reader: &[u8] = &tar_bytes;
-            send_all(&mut reader, &mut stream).await?;
-            if let Some(berth_protocol::chunk::Chunk::Error(w)) =
-                berth_protocol::chunk::read_chunk(&mut stream).await?
-            {
-                return Err(anyhow::Error::new(w).context(format!("copy into {}", record.name)));
-            }
-            Ok(())
-            })
-            .await?;
+            engine.copy_in(c, &dir, &tar_bytes).await?;
         }
         _ => bail!("copying needs exactly one side in CONTAINER:PATH form, like `berth cp web:/etc/hosts ./hosts`"),
     }
@@ -676,30 +540,7 @@ fn unpack_to(tar_bytes: &[u8], dst: &Path) -> Result<()> {
 
 /// `berth commit`: the container's upper layer becomes a new image layer.
 pub async fn commit(name: &str, image_ref: &str) -> Result<i32> {
-    let ctx = Ctx::open()?;
-    let access = FilesAccess::open(&ctx, name).await?;
-    let (record, files) = (access.record.clone(), access.files.clone());
-    let layer = access
-        .run(&ctx, async {
-            let mut stream = vm::open_stream(
-                &files,
-                StreamTarget::Commit {
-                    container: record.id.clone(),
-                },
-            )
-            .await?;
-            let mut layer = Vec::new();
-            receive_all(&mut stream, &mut layer)
-                .await
-                .map_err(|e| match e {
-                    Ok(w) => anyhow::Error::new(w),
-                    Err(f) => anyhow::Error::new(f),
-                })
-                .with_context(|| format!("read the changes of {}", record.name))?;
-            Ok(layer)
-        })
-        .await?;
-    let id = image::commit(&ctx.root, &record, &layer, image_ref)?;
+    let id = Engine::open()?.commit(name, image_ref).await?;
     println!("{id}");
     Ok(0)
 }
@@ -707,15 +548,6 @@ pub async fn commit(name: &str, image_ref: &str) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn signals_by_name_or_number() {
-        assert_eq!(parse_signal("KILL").unwrap(), libc::SIGKILL);
-        assert_eq!(parse_signal("sigterm").unwrap(), libc::SIGTERM);
-        assert_eq!(parse_signal("9").unwrap(), 9);
-        assert!(parse_signal("NOPE").is_err());
-        assert!(parse_signal("0").is_err());
-    }
 
     #[test]
     fn container_paths_need_a_name_before_the_colon() {
@@ -726,14 +558,5 @@ mod tests {
         assert_eq!(container_path("./a:b"), None);
         assert_eq!(container_path("/tmp/x"), None);
         assert_eq!(container_path(":/x"), None);
-    }
-
-    #[test]
-    fn timestamps_are_rfc3339() {
-        assert_eq!(format_time(0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(
-            format_time(1_795_910_400_123_000_000),
-            "2026-11-29T00:00:00.123000000Z"
-        );
     }
 }

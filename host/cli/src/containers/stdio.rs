@@ -6,14 +6,13 @@ use std::os::fd::AsFd;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use berth_protocol::chunk::{write_chunk, Chunk, LogStream};
-use berth_protocol::{Client, ProcessRef, StreamTarget};
+use berth_engine::logfile::LogWriter;
+use berth_engine::ProcessStreams;
+use berth_protocol::chunk::LogStream;
+use berth_protocol::{Client, ProcessRef};
 use nix::sys::termios::{self, SetArg, Termios};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{signal, SignalKind};
-
-use super::logfile::LogWriter;
-use super::vm::{self, VmFiles};
 
 /// How to attach.
 #[derive(Debug, Clone, Copy)]
@@ -22,8 +21,6 @@ pub struct Mode {
     pub tty: bool,
     /// Forward this process's stdin.
     pub interactive: bool,
-    /// Start the process once the streams are open.
-    pub start: bool,
 }
 
 /// Puts the terminal in raw mode and restores it when dropped.
@@ -90,49 +87,28 @@ async fn pump_output(
     Ok(())
 }
 
-/// Streams stdin to the process as chunks, then its end.
-async fn pump_stdin(mut to: tokio::net::UnixStream) -> Result<()> {
-    let mut stdin = tokio::io::stdin();
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        let n = stdin.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        write_chunk(&mut to, &Chunk::Data(buf[..n].to_vec())).await?;
-        to.flush().await?;
-    }
-    write_chunk(&mut to, &Chunk::End).await?;
-    to.flush().await?;
-    Ok(())
-}
-
-/// Attaches to `process`, starts it when asked, and returns its exit code.
+/// Attaches this terminal to `process` through its open `streams`, starts it when
+/// asked, and returns its exit code.
 pub async fn attach(
-    files: &VmFiles,
+    streams: ProcessStreams,
     client: &Client,
     process: ProcessRef,
     mode: Mode,
+    start: bool,
     log: Option<LogWriter>,
 ) -> Result<i32> {
     let log = log.map(|l| std::sync::Arc::new(std::sync::Mutex::new(l)));
-    let out = vm::open_stream(files, StreamTarget::Stdout(process.clone())).await?;
-    let err = if mode.tty {
-        None
-    } else {
-        Some(vm::open_stream(files, StreamTarget::Stderr(process.clone())).await?)
-    };
-    let input = if mode.interactive {
-        Some(vm::open_stream(files, StreamTarget::Stdin(process.clone())).await?)
-    } else {
-        None
-    };
+    let ProcessStreams {
+        stdout: out,
+        stderr: err,
+        stdin: input,
+    } = streams;
     let raw = if mode.tty && mode.interactive {
         RawTerminal::enter()
     } else {
         None
     };
-    if mode.start {
+    if start {
         client
             .start(process.clone())
             .await
@@ -140,7 +116,7 @@ pub async fn attach(
     }
     let out_task = tokio::spawn(pump_output(out, LogStream::Stdout, log.clone()));
     let err_task = err.map(|e| tokio::spawn(pump_output(e, LogStream::Stderr, log.clone())));
-    let in_task = input.map(|i| tokio::spawn(pump_stdin(i)));
+    let in_task = input.map(|i| tokio::spawn(berth_engine::pump_stdin(tokio::io::stdin(), i)));
 
     // Signals: with a terminal, ^C travels as a byte; otherwise forward them.
     let forward = {

@@ -5,11 +5,14 @@
 //! `DRIVER_OK` through [`VirtioDevice::activate`].
 
 pub mod block;
+pub mod fs;
 pub mod mmio;
+pub mod net;
 mod queue;
 pub mod rng;
 #[cfg(test)]
 pub(crate) mod test_utils;
+mod thread;
 pub mod vsock;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -30,6 +33,10 @@ pub mod device_type {
     pub const RNG: u32 = 4;
     /// Socket device.
     pub const VSOCK: u32 = 19;
+    /// Network card.
+    pub const NET: u32 = 1;
+    /// Shared folder (FUSE over virtio).
+    pub const FS: u32 = 26;
 }
 
 /// Interrupt status bit: a queue has new used buffers.

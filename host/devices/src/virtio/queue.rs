@@ -1,4 +1,5 @@
-//! The queue of a single-queue device (virtio-blk, virtio-rng) once the driver started it,
+//! The queue of a single-queue device (virtio-blk, virtio-rng) once the driver started it
+//! (or one of the queues of a device that serves each queue on its own, as virtio-fs does),
 //! and the one loop that serves it: bounded, marking the device as needing a reset when the
 //! guest broke its rings, returning chains used and interrupting the guest once.
 
@@ -30,11 +31,16 @@ impl SingleQueue {
         let Some(queue) = queues.into_iter().next().filter(|_| got == 1) else {
             return Err(ActivateError::QueueCount { want: 1, got });
         };
-        Ok(Self {
+        Ok(Self::new(mem, interrupt, queue))
+    }
+
+    /// One started queue of a device.
+    pub(crate) fn new(mem: GuestMemory, interrupt: Arc<VirtioInterrupt>, queue: Queue) -> Self {
+        Self {
             mem,
             interrupt,
             queue,
-        })
+        }
     }
 
     /// Serves every available chain with `serve`, which returns how many bytes it wrote

@@ -117,36 +117,209 @@ impl Tar {
         key: &str,
         value: &[u8],
     ) -> &mut Self {
-        let record_body = {
-            let mut r = format!("SCHILY.xattr.{key}=").into_bytes();
-            r.extend_from_slice(value);
-            r.push(b'\n');
-            r
-        };
-        let mut len = record_body.len() + 2;
-        loop {
-            let candidate = len.to_string().len() + 1 + record_body.len();
-            if candidate == len {
-                break;
+        self.pax(&[(&format!("SCHILY.xattr.{key}"), value)]);
+        self.file(path, 0o644, data)
+    }
+
+    /// A PAX extended header with `records`, for the entry that follows.
+    pub fn pax(&mut self, records: &[(&str, &[u8])]) -> &mut Self {
+        let mut all = Vec::new();
+        for (key, value) in records {
+            let mut body = format!(" {key}=").into_bytes();
+            body.extend_from_slice(value);
+            body.push(b'\n');
+            // The length prefix counts itself.
+            let mut len = body.len() + 1;
+            while len.to_string().len() + body.len() != len {
+                len = len.to_string().len() + body.len();
             }
-            len = candidate;
+            all.extend_from_slice(len.to_string().as_bytes());
+            all.extend_from_slice(&body);
         }
-        let mut record = format!("{len} ").into_bytes();
-        record.extend_from_slice(&record_body);
         let h = header(
             tar::EntryType::XHeader,
             b"PaxHeader",
             0o644,
-            record.len() as u64,
+            all.len() as u64,
         );
-        self.put(h, &record);
-        self.file(path, 0o644, data)
+        self.put(h, &all)
+    }
+
+    /// Any entry, with full control over its header fields.
+    #[allow(clippy::too_many_arguments)]
+    pub fn entry(
+        &mut self,
+        kind: tar::EntryType,
+        path: &str,
+        mode: u32,
+        uid: u64,
+        gid: u64,
+        mtime: u64,
+        data: &[u8],
+    ) -> &mut Self {
+        let mut h = header(kind, path.as_bytes(), mode, data.len() as u64);
+        h.set_uid(uid);
+        h.set_gid(gid);
+        h.set_mtime(mtime);
+        self.put(h, data)
+    }
+
+    /// A block or character device or a FIFO.
+    pub fn special(
+        &mut self,
+        kind: tar::EntryType,
+        path: &str,
+        major: u32,
+        minor: u32,
+    ) -> &mut Self {
+        let mut h = header(kind, path.as_bytes(), 0o640, 0);
+        h.set_device_major(major).unwrap();
+        h.set_device_minor(minor).unwrap();
+        self.put(h, b"")
+    }
+
+    /// A file whose path is too long for a plain header (a GNU long name).
+    pub fn long_file(&mut self, path: &str, data: &[u8]) -> &mut Self {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        self.b.append_data(&mut h, path, data).unwrap();
+        self
+    }
+
+    /// A regular file of `size` bytes from `data`, streamed (for large files).
+    pub fn big_file(&mut self, path: &str, size: u64, data: impl std::io::Read) -> &mut Self {
+        let mut h = header(tar::EntryType::Regular, path.as_bytes(), 0o644, size);
+        h.set_cksum();
+        self.b.append(&h, data).unwrap();
+        self
     }
 
     pub fn bytes(&mut self) -> Vec<u8> {
         self.b.finish().unwrap();
         self.b.get_ref().clone()
     }
+}
+
+/// Runs an erofs-utils tool; panics with its output unless it succeeds. Returns stdout.
+pub fn erofs_tool(tool: &str, args: &[&str], image: &Path) -> String {
+    let out = Command::new(tool)
+        .args(args)
+        .arg(image)
+        .output()
+        .unwrap_or_else(|e| panic!("{tool} (erofs-utils) is needed: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{tool} {args:?} {} failed: {stdout}{}",
+        image.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Runs `fsck.erofs` (the reference implementation) on an image: it must be consistent.
+pub fn fsck(image: &Path) {
+    erofs_tool("fsck.erofs", &[], image);
+}
+
+/// Extracts an image with `fsck.erofs --extract` (as root: with owners and modes) into
+/// `x/` of the returned directory.
+pub fn extract(image: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("x");
+    erofs_tool(
+        "fsck.erofs",
+        &[&format!("--extract={}", dest.display())],
+        image,
+    );
+    dir
+}
+
+/// An xattr of `p` (not following symlinks), read through the kernel.
+pub fn xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg("import os,sys; sys.stdout.buffer.write(os.getxattr(sys.argv[1], sys.argv[2], follow_symlinks=False))")
+        .arg(p)
+        .arg(name)
+        .output()
+        .unwrap();
+    out.status.success().then_some(out.stdout)
+}
+
+/// What `dump.erofs --path` says of one inode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dumped {
+    pub nid: u64,
+    pub kind: String,
+    pub size: u64,
+    pub links: u64,
+    pub uid: u64,
+    pub gid: u64,
+    /// The permission bits (dump.erofs 1.5 leaves out set-id and sticky bits).
+    pub access: u32,
+    pub xattr_size: u64,
+    pub timestamp: String,
+}
+
+/// Asks `dump.erofs` (erofs-utils) about the inode at `path` ("/" for the root).
+pub fn dump(image: &Path, path: &str) -> Dumped {
+    let text = erofs_tool("dump.erofs", &[&format!("--path={path}")], image);
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let after = |key: &str| -> &str {
+        let i = words
+            .iter()
+            .position(|w| *w == key)
+            .unwrap_or_else(|| panic!("no {key} in {text}"));
+        words[i + 1]
+    };
+    let kind_line = text.lines().nth(1).unwrap_or_default();
+    let kind = kind_line
+        .rsplit("  ")
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    Dumped {
+        nid: after("NID:").parse().unwrap(),
+        kind,
+        size: after("Size:").parse().unwrap(),
+        links: after("Links:").parse().unwrap(),
+        uid: after("Uid:").parse().unwrap(),
+        gid: after("Gid:").parse().unwrap(),
+        access: u32::from_str_radix(after("Access:").split('/').next().unwrap(), 8).unwrap(),
+        xattr_size: after("Xattr").parse().unwrap_or_else(|_| {
+            let i = words.iter().position(|w| *w == "Xattr").unwrap();
+            words[i + 2].parse().unwrap()
+        }),
+        timestamp: text
+            .lines()
+            .find_map(|l| l.strip_prefix("Timestamp: "))
+            .unwrap_or_default()
+            .to_string(),
+    }
+}
+
+/// `dump.erofs --ls` of a directory: (nid, type, name) rows.
+pub fn dump_ls(image: &Path, path: &str) -> Vec<(u64, u8, String)> {
+    let text = erofs_tool("dump.erofs", &["--ls", &format!("--path={path}")], image);
+    text.lines()
+        .skip_while(|l| !l.trim_start().starts_with("NID TYPE"))
+        .skip(1)
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((
+                w.next()?.parse().ok()?,
+                w.next()?.parse().ok()?,
+                w.next()?.to_string(),
+            ))
+        })
+        .collect()
 }
 
 pub fn gzip(data: &[u8]) -> Vec<u8> {

@@ -3,9 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use berth_containers::ContainerRecord;
-use berth_image::{ClientOptions, CommitOptions, LocalImage, Reference, Store};
+use berth_image::{CommitOptions, LocalImage, Reference, Store};
+
+use crate::error::{Context, Error, Result};
 
 /// An image ready for a micro-VM.
 #[derive(Debug, Clone)]
@@ -24,6 +25,10 @@ pub struct PreparedImage {
     pub workdir: String,
     /// User, empty for root.
     pub user: String,
+    /// Paths the image asks volumes for (`VOLUME`).
+    pub volumes: Vec<String>,
+    /// Ports the image documents (`EXPOSE`), as `PORT/PROTO`.
+    pub exposed_ports: Vec<String>,
 }
 
 fn prepared(store: &Store, img: &LocalImage) -> Result<PreparedImage> {
@@ -42,21 +47,16 @@ fn prepared(store: &Store, img: &LocalImage) -> Result<PreparedImage> {
             .filter(|w| !w.is_empty())
             .unwrap_or_else(|| "/".into()),
         user: c.user.unwrap_or_default(),
+        volumes: c.volumes.unwrap_or_default().into_keys().collect(),
+        exposed_ports: c.exposed_ports.unwrap_or_default().into_keys().collect(),
     })
 }
 
-/// Resolves `image` locally, pulling it when it is missing, and prepares its layers.
-pub async fn prepare(root: &Path, image: &str) -> Result<PreparedImage> {
+/// Resolves `image` in the local store and prepares its layers; a missing image is
+/// [`berth_image::Error::ImageNotFound`] (the front door decides whether to pull).
+pub fn prepare(root: &Path, image: &str) -> Result<PreparedImage> {
     let store = Store::open(root)?;
-    let img = match store.resolve(image) {
-        Ok(img) => img,
-        Err(berth_image::Error::ImageNotFound { .. }) => {
-            eprintln!("Unable to find image '{image}' locally");
-            let client = berth_image::Client::new(ClientOptions::default())?;
-            berth_image::ensure_pulled(&store, &client, image).await?
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let img = store.resolve(image)?;
     prepared(&store, &img)
 }
 
@@ -66,21 +66,19 @@ pub fn prepare_local(root: &Path, image_id: &str, image: &str) -> Result<Prepare
     let img = store
         .resolve(image_id)
         .or_else(|_| store.resolve(image))
-        .with_context(|| format!("the container's image {image} is gone from the store"))?;
+        .map_err(|_| {
+            Error::NotFound(format!(
+                "the container's image {image} is gone from the store: pull it again"
+            ))
+        })?;
     prepared(&store, &img)
-}
-
-/// `inspect` of an image, for `berth inspect NAME` when NAME is no container.
-pub fn inspect_json(root: &Path, name: &str) -> Result<serde_json::Value> {
-    let store = Store::open(root)?;
-    let img = store.resolve(name)?;
-    Ok(berth_image::ops::inspect(&store, &img)?)
 }
 
 /// Makes the container's changes (an OCI layer tar) a new image tagged `tag`; returns its ID.
 pub fn commit(root: &Path, record: &ContainerRecord, layer: &[u8], tag: &str) -> Result<String> {
     let store = Store::open(root)?;
-    let reference = Reference::parse(tag).with_context(|| format!("invalid image name {tag}"))?;
+    let reference = Reference::parse(tag)
+        .map_err(|e| Error::InvalidArgument(format!("invalid image name {tag}: {e}")))?;
     let img = berth_image::commit(
         &store,
         &record.spec.image_id,

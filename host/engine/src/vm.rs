@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use crate::error::{Context, Error, Result};
 use berth_containers::{ContainerRecord, VmmProcess};
 use berth_protocol::{client, Client, StreamTarget, CONTROL_PORT, STREAM_PORT};
 use tokio::net::UnixStream;
@@ -47,7 +47,26 @@ pub fn runtime_dir() -> Result<PathBuf> {
         .mode(0o700)
         .create(&dir)
         .with_context(|| format!("create the runtime folder {}", dir.display()))?;
+    check_private_dir(&dir)?;
     Ok(dir)
+}
+
+/// Refuses a runtime folder someone else could reach into: in a shared `/tmp` another
+/// user may have made `berth-UID` first, or put a link there.
+fn check_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::symlink_metadata(dir)
+        .with_context(|| format!("inspect the runtime folder {}", dir.display()))?;
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
+        return Err(Error::Conflict(format!(
+            "the runtime folder {} is not a private folder of this user (a link, another \
+             owner, or open to others): remove it, or set XDG_RUNTIME_DIR",
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 impl VmFiles {
@@ -97,6 +116,35 @@ impl VmFiles {
         self.dir.join("container.log")
     }
 
+    /// The VMM's own last error (`berth-vmm: ...` in its log), when it failed.
+    pub fn vmm_error(&self) -> Option<String> {
+        let text = fs::read_to_string(self.vmm_log()).ok()?;
+        text.lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("berth-vmm: "))
+            .map(|l| {
+                l.strip_prefix("cannot run the VM: ")
+                    .unwrap_or(l)
+                    .to_string()
+            })
+    }
+
+    /// How many bytes the console holds (it grows across boots of one container).
+    pub fn console_len(&self) -> u64 {
+        fs::metadata(self.console()).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Whether the VM, started when the console held `console_before` bytes, failed
+    /// before its kernel printed a word: it died of a triple fault, or (its VMM still
+    /// `alive` when the agent's wait ran out) it hung. Linux says why it panics, so such
+    /// a failure comes from under the guest: QEMU's emulation of nested SVM, where CI
+    /// runs the VM tests, does both now and then on a boot. Booting once more is cheap.
+    pub fn failed_silently(&self, console_before: u64, alive: bool) -> bool {
+        self.console_len() == console_before
+            && (alive
+                || fs::read_to_string(self.vmm_log()).is_ok_and(|l| l.contains("triple-faulted")))
+    }
+
     /// The last lines the guest and the VMM printed, to explain a failure.
     pub fn last_words(&self) -> String {
         let mut out = String::new();
@@ -130,10 +178,10 @@ pub fn guest_boot_files(root: &Path) -> Result<(PathBuf, PathBuf)> {
         ("agent initramfs", &initrd, "BERTH_INITRAMFS"),
     ] {
         if !path.is_file() {
-            bail!(
+            return Err(Error::Vm(format!(
                 "no {what} at {}: run scripts/quickstart.sh to build and install it, or set {var}",
                 path.display()
-            );
+            )));
         }
     }
     Ok((kernel, initrd))
@@ -161,7 +209,11 @@ fn scratch_template(root: &Path) -> Result<PathBuf> {
     if path.exists() {
         return Ok(path);
     }
-    let tmp = dir.join(format!("scratch.{}.tmp", std::process::id()));
+    // Several containers may start at once in one process (the API server): each
+    // formats its own copy, and the renames, atomic, leave one equal template.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!("scratch.{}.{n}.tmp", std::process::id()));
     let f = fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
     f.set_len(SCRATCH_BYTES)
         .with_context(|| format!("size {}", tmp.display()))?;
@@ -180,11 +232,11 @@ fn scratch_template(root: &Path) -> Result<PathBuf> {
         .context("run mkfs.ext4 (install e2fsprogs)")?;
     if !out.status.success() {
         let _ = fs::remove_file(&tmp);
-        bail!(
+        return Err(Error::Vm(format!(
             "mkfs.ext4 failed on {}: {}",
             tmp.display(),
             String::from_utf8_lossy(&out.stderr).trim()
-        );
+        )));
     }
     fs::rename(&tmp, &path).with_context(|| format!("rename {}", tmp.display()))?;
     Ok(path)
@@ -236,12 +288,14 @@ pub fn vm_memory_mib(memory_mib: u64) -> u64 {
 }
 
 /// Starts the VMM of `record` with its layer disks (lowest first) and scratch disk, in a
-/// session of its own so that it outlives this CLI.
+/// session of its own so that it outlives this CLI. With `net` the VM gets that network
+/// device ([`crate::net::vmm_config`]); without, none.
 pub fn spawn_vmm(
     root: &Path,
     record: &ContainerRecord,
     files: &VmFiles,
     layers: &[PathBuf],
+    net: Option<berth_vmm::NetConfig>,
 ) -> Result<VmmProcess> {
     let (kernel, initrd) = guest_boot_files(root)?;
     ensure_scratch(root, files)?;
@@ -269,10 +323,23 @@ pub fn spawn_vmm(
         }),
         console: berth_vmm::ConsoleConfig::File(files.console()),
         rng: true,
+        net,
+        shares: crate::mounts::shares(root, &record.spec)?
+            .into_iter()
+            .map(|s| berth_vmm::ShareConfig {
+                tag: s.tag,
+                path: s.path,
+                read_only: s.read_only,
+            })
+            .collect(),
     };
     let config_path = files.dir.join("vm.json");
-    fs::write(&config_path, serde_json::to_vec_pretty(&config)?)
-        .with_context(|| format!("write {}", config_path.display()))?;
+    fs::write(
+        &config_path,
+        serde_json::to_vec_pretty(&config)
+            .map_err(|e| Error::Vm(format!("encode the VM config: {e}")))?,
+    )
+    .with_context(|| format!("write {}", config_path.display()))?;
     // The small berth-vmm binary beside this one keeps the per-VM overhead low; the
     // hidden `berth vmm` runs the same code when it is missing.
     let exe = std::env::current_exe().context("find the berth executable")?;
@@ -303,8 +370,13 @@ pub fn spawn_vmm(
     let pid = child.id();
     // The child is reaped by whoever waits for the VMM; detaching the handle is fine.
     std::mem::forget(child);
-    VmmProcess::of_pid(pid)
-        .with_context(|| format!("the VMM process exited at once{}", files.last_words()))
+    VmmProcess::of_pid(pid).ok_or_else(|| match files.vmm_error() {
+        Some(why) => Error::Vm(format!("the micro-VM could not start: {why}")),
+        None => Error::Vm(format!(
+            "the VMM process exited at once{}",
+            files.last_words()
+        )),
+    })
 }
 
 /// How long to wait for the agent of a fresh VM: generous, since VMs nested under
@@ -343,18 +415,22 @@ pub async fn connect_agent(
         if let Some(vmm) = vmm {
             if !vmm.is_alive() {
                 reap(vmm.pid);
-                bail!(
+                // A VMM that refused its config (a published port in use, say) says why.
+                if let Some(why) = files.vmm_error() {
+                    return Err(Error::Vm(format!("the micro-VM could not start: {why}")));
+                }
+                return Err(Error::Vm(format!(
                     "the micro-VM stopped before its agent answered{}",
                     files.last_words()
-                );
+                )));
             }
         }
         if started.elapsed() > timeout {
-            bail!(
+            return Err(Error::Vm(format!(
                 "the agent in the micro-VM did not answer within {}s (BERTH_AGENT_TIMEOUT raises it){}",
                 timeout.as_secs(),
                 files.last_words()
-            );
+            )));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -417,7 +493,7 @@ pub async fn shutdown(client: Option<&Client>, vmm: Option<VmmProcess>) {
 /// vCPUs of a micro-VM for `--cpus N`: N rounded up, at least 1.
 pub fn vcpus(cpus: f64) -> u32 {
     if cpus.is_finite() && cpus > 1.0 {
-        cpus.ceil().min(64.0) as u32
+        cpus.ceil().min(f64::from(berth_vmm::config::MAX_CPUS)) as u32
     } else {
         1
     }
@@ -427,6 +503,60 @@ pub fn vcpus(cpus: f64) -> u32 {
 mod tests {
     use super::*;
     use std::io::{Seek, SeekFrom, Write};
+
+    #[test]
+    fn a_runtime_folder_others_can_reach_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let private = dir.path().join("private");
+        fs::create_dir(&private).unwrap();
+        fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+        check_private_dir(&private).unwrap();
+        fs::set_permissions(&private, fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(check_private_dir(&private).is_err(), "open to others");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&private, &link).unwrap();
+        assert!(check_private_dir(&link).is_err(), "a link");
+    }
+
+    #[test]
+    fn only_a_silent_triple_fault_or_hang_counts_as_a_failure_under_the_guest() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = VmFiles::new(dir.path().to_path_buf(), "c1");
+        fs::write(files.console(), "an earlier boot\n").unwrap();
+        let before = files.console_len();
+        fs::write(
+            files.vmm_log(),
+            "berth: the VM failed: vCPU 0 triple-faulted\n",
+        )
+        .unwrap();
+        assert!(files.failed_silently(before, false));
+        fs::write(
+            files.console(),
+            "an earlier boot\nKernel panic - not syncing\n",
+        )
+        .unwrap();
+        assert!(
+            !files.failed_silently(before, false),
+            "a guest that spoke crashed itself"
+        );
+        let before = files.console_len();
+        fs::write(
+            files.vmm_log(),
+            "berth: the VM failed: the guest ran out of memory\n",
+        )
+        .unwrap();
+        assert!(!files.failed_silently(before, false), "only triple faults");
+        assert!(
+            files.failed_silently(before, true),
+            "a boot that hung without a word"
+        );
+        fs::write(files.console(), "a word\n").unwrap();
+        assert!(
+            !files.failed_silently(before, true),
+            "a guest that spoke and hung is its own"
+        );
+    }
 
     #[test]
     fn sparse_copy_keeps_data_and_holes() {

@@ -1,0 +1,101 @@
+//! berth's engine: the one implementation of containers in micro-VMs that both front
+//! doors call, the `berth` CLI and the Docker API server, so that the two cannot drift
+//! and `berth ps` lists what `docker run` started.
+//!
+//! It owns the orchestration: turning create options into a container record, booting
+//! the container's VM (`berth-vmm`, one process per VM) and creating the container
+//! through the agent, starting it with a monitor process that keeps its logs and records
+//! its end, exec, stop, kill, wait, remove, logs, stats, top, copies and commits. It knows
+//! nothing of clap, terminals or HTTP: it takes plain options, returns data and streams,
+//! and fails with one typed [`Error`].
+
+mod error;
+pub mod image;
+mod lifecycle;
+pub mod logfile;
+pub mod mounts;
+pub mod net;
+pub mod networks;
+mod ops;
+pub mod spec;
+pub mod vm;
+
+use std::path::{Path, PathBuf};
+
+pub use berth_containers::{
+    generate_id, ContainerRecord, ExtraHost, Network, NetworkAttachment, PortMapping, Protocol,
+    RunSpec, State, Status, Store,
+};
+pub use error::{Context, Error, ErrorKind, Result, EXIT_BERTH_FAILED};
+pub use lifecycle::{Booted, Timings, EXIT_VM_CRASHED};
+pub use ops::{
+    format_time, parse_signal, pump_stdin, Attach, ExecOptions, ExecProcess, LogCursor, LogOptions,
+    ProcessStreams, WaitCondition,
+};
+pub use spec::{parse_memory, CreateOptions};
+
+/// The engine over one state root: container records, the image store beside them, and
+/// the `berth` executable that runs monitors and VMMs.
+#[derive(Debug)]
+pub struct Engine {
+    root: PathBuf,
+    store: Store,
+    exe: PathBuf,
+}
+
+impl Engine {
+    /// The engine over the default state root (`$BERTH_ROOT`, else the user's data folder).
+    pub fn open() -> Result<Self> {
+        Self::open_at(&Store::default_root())
+    }
+
+    /// The engine over state root `root`.
+    pub fn open_at(root: &Path) -> Result<Self> {
+        let store = Store::open(root)?;
+        let exe = std::env::current_exe().context("find the berth executable")?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            store,
+            exe,
+        })
+    }
+
+    /// The state root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The container records.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The image store under the same root.
+    pub fn images(&self) -> Result<berth_image::Store> {
+        Ok(berth_image::Store::open(&self.root)?)
+    }
+
+    /// The files of a container's VM.
+    pub fn files(&self, record: &ContainerRecord) -> vm::VmFiles {
+        vm::VmFiles::new(self.store.dir(&record.id), &record.id)
+    }
+
+    /// The container called `name` (a name, an ID or an unambiguous ID prefix).
+    pub fn container(&self, name: &str) -> Result<ContainerRecord> {
+        Ok(self.store.resolve(name)?)
+    }
+
+    /// Every container, running or not, newest first as the store lists them.
+    pub fn containers(&self) -> Result<Vec<ContainerRecord>> {
+        Ok(self.store.list()?)
+    }
+}
+
+/// Runs blocking work (image preparation, commits) off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Vm(format!("a background task failed: {e}")))?
+}

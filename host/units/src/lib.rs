@@ -1,0 +1,162 @@
+//! docker's human units, in one place: the sizes users type (`512m`, `1GiB`) and the sizes
+//! and durations the CLI prints (`4.26MB`, `1.50MiB`, `About an hour`). These follow
+//! docker's `go-units` package, so berth's output reads like docker's.
+
+use std::time::Duration;
+
+/// Parses a size in binary units, as docker's `RAMInBytes`: `64m`, `1g`, `512k`, `2.5G`,
+/// `1GiB`, `10 MB`, or a plain number of bytes. Zero, negative and overflowing sizes are
+/// `None`.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let t = t.strip_suffix('i').unwrap_or(t);
+    let shift = match t.chars().last() {
+        Some('k') => 10,
+        Some('m') => 20,
+        Some('g') => 30,
+        Some('t') => 40,
+        Some('p') => 50,
+        _ => 0,
+    };
+    let num = if shift == 0 { t } else { &t[..t.len() - 1] };
+    let num = num.trim_end();
+    // A bare "i" or "b" suffix without a unit letter is not a size.
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return None;
+    }
+    let n: f64 = num.parse().ok()?;
+    let bytes = n * (1u64 << shift) as f64;
+    (n.is_finite() && n > 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
+/// A size in decimal units with three significant digits, as docker's `HumanSize`
+/// (`0B`, `1.23kB`, `4.26MB`, `123MB`): what `docker images` and `prune` print.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < UNITS.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    let digits = if v >= 100.0 {
+        0
+    } else if v >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let s = format!("{v:.digits$}");
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    };
+    format!("{s}{}", UNITS[i])
+}
+
+/// A size in binary units with two decimals (`1.50MiB`), as `docker stats` prints memory.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{v:.2}{}", UNITS[i])
+}
+
+/// A duration as docker's `HumanDuration`: "Less than a second", "5 seconds",
+/// "About a minute", "3 hours", "2 weeks" (hours are rounded, as Go does).
+pub fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let mins = secs / 60;
+    let hours = (d.as_secs_f64() / 3600.0 + 0.5) as u64;
+    if secs < 1 {
+        "Less than a second".into()
+    } else if secs == 1 {
+        "1 second".into()
+    } else if secs < 60 {
+        format!("{secs} seconds")
+    } else if mins == 1 {
+        "About a minute".into()
+    } else if mins < 60 {
+        format!("{mins} minutes")
+    } else if hours == 1 {
+        "About an hour".into()
+    } else if hours < 48 {
+        format!("{hours} hours")
+    } else if hours < 24 * 7 * 2 {
+        format!("{} days", hours / 24)
+    } else if hours < 24 * 30 * 2 {
+        format!("{} weeks", hours / 24 / 7)
+    } else if hours < 24 * 365 * 2 {
+        format!("{} months", hours / 24 / 30)
+    } else {
+        format!("{} years", hours / 24 / 365)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_like_dockers() {
+        assert_eq!(parse_size("512m"), Some(512 << 20));
+        assert_eq!(parse_size("1g"), Some(1 << 30));
+        assert_eq!(parse_size("64MB"), Some(64 << 20));
+        assert_eq!(parse_size("1GiB"), Some(1 << 30));
+        assert_eq!(parse_size("10 mb"), Some(10 << 20));
+        assert_eq!(parse_size("2.5k"), Some(2560));
+        assert_eq!(parse_size("1048576"), Some(1 << 20));
+        assert_eq!(parse_size("1p"), Some(1 << 50));
+        for bad in [
+            "0",
+            "-1m",
+            "lots",
+            "",
+            "m",
+            "ib",
+            "1x",
+            "1e3",
+            "nan",
+            "99999999999t",
+        ] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes_print_like_dockers() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(1000), "1kB");
+        assert_eq!(human_size(1_234), "1.23kB");
+        assert_eq!(human_size(4_260_000), "4.26MB");
+        assert_eq!(human_size(12_300_000), "12.3MB");
+        assert_eq!(human_size(123_456_789), "123MB");
+        assert_eq!(human_bytes(0), "0.00B");
+        assert_eq!(human_bytes(1536), "1.50KiB");
+        assert_eq!(human_bytes(3 << 30), "3.00GiB");
+    }
+
+    #[test]
+    fn durations_print_like_dockers() {
+        let s = Duration::from_secs;
+        assert_eq!(human_duration(Duration::ZERO), "Less than a second");
+        assert_eq!(human_duration(s(1)), "1 second");
+        assert_eq!(human_duration(s(30)), "30 seconds");
+        assert_eq!(human_duration(s(90)), "About a minute");
+        assert_eq!(human_duration(s(600)), "10 minutes");
+        assert_eq!(human_duration(s(3600)), "About an hour");
+        assert_eq!(human_duration(s(5 * 3600)), "5 hours");
+        assert_eq!(human_duration(s(3 * 3600 + 1800)), "4 hours", "rounded");
+        assert_eq!(human_duration(s(3 * 86400)), "3 days");
+        assert_eq!(human_duration(s(21 * 86400)), "3 weeks");
+        assert_eq!(human_duration(s(90 * 86400)), "3 months");
+        assert_eq!(human_duration(s(3 * 365 * 86400)), "3 years");
+    }
+}
