@@ -17,8 +17,9 @@
 # with status 124 and says so. When the L1 machine itself breaks (its kernel panics, or
 # its heartbeat stops: faults of QEMU's nested-SVM emulation, never the command's), the
 # run fails with 125 and the reason, or, with --retries N, CMD runs again from the
-# start in a fresh machine, at most N times, each retry announced on stderr. So use
-# --retries only for commands that can be rerun. BERTH_HARNESS=direct|qemu forces one mode.
+# start in a fresh machine (with the whole --timeout again), at most N times, each
+# retry announced on stderr. So use --retries only for commands that can be rerun.
+# BERTH_HARNESS=direct|qemu forces one mode.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=scripts/lib.sh
@@ -165,7 +166,6 @@ tsc_args=
 boot_timeout=${BERTH_L1_BOOT_TIMEOUT:-90}
 # L1's init touches $job/heartbeat every 30 s: this long without it, the L1 kernel is stuck.
 stall_timeout=${BERTH_L1_STALL_TIMEOUT:-180}
-deadline=$(( $(date +%s) + timeout_s ))
 
 # One run of the job in a fresh L1 machine. Sets outcome: done (the job ended, its
 # status in $job/status), timeout, or broken (the L1 machine died or stopped responding
@@ -174,6 +174,8 @@ run_in_l1() {
   outcome=broken
   broken_why=
   local attempt now boot_deadline beat
+  # Each run gets the whole --timeout: a retry after a late break must not be cut short.
+  deadline=$(( $(date +%s) + timeout_s ))
   for attempt in 1 2 3; do
     start_l1
     boot_deadline=$(( $(date +%s) + boot_timeout ))
@@ -233,7 +235,7 @@ while :; do
     echo "with-kvm: where the L1 vCPUs were:" >&2
     cat "$job/vcpus" >&2
   fi
-  if [ "$attempt" -gt "$retries" ] || [ "$(date +%s)" -ge "$deadline" ]; then
+  if [ "$attempt" -gt "$retries" ]; then
     echo "with-kvm: '$1' did not run to completion inside the QEMU L1 machine" >&2
     exit 125
   fi
@@ -242,6 +244,11 @@ done
 
 if [ "$outcome" = timeout ]; then
   echo "with-kvm: '$1' did not finish within ${timeout_s}s inside the QEMU L1 machine; it was stopped" >&2
+  # What the L1 kernel warned of (stalls, blocked tasks, BUGs) says more than its last lines.
+  if grep -qE 'BUG|WARNING|INFO: |stall|blocked for|Oops|soft lockup' "$job/console.log"; then
+    echo "with-kvm: what the L1 kernel reported:" >&2
+    grep -E -A4 'BUG|WARNING|INFO: |stall|blocked for|Oops|soft lockup' "$job/console.log" | head -n 60 >&2 || true
+  fi
   echo "with-kvm: last lines of the L1 console:" >&2
   tail -n 15 "$job/console.log" >&2 || true
   if [ -s "$job/vcpus" ]; then

@@ -405,7 +405,8 @@ struct ComposeDown<'a>(&'a Path);
 
 impl Drop for ComposeDown<'_> {
     fn drop(&mut self) {
-        let _ = client(Path::new("docker-compose"))
+        // Bounded, so that a test failing on a stuck service still reports its panic.
+        if let Ok(child) = client(Path::new("docker-compose"))
             .current_dir(self.0)
             .args([
                 "--project-name",
@@ -415,7 +416,10 @@ impl Drop for ComposeDown<'_> {
                 "--timeout",
                 "1",
             ])
-            .output();
+            .spawn()
+        {
+            let _ = berth_tests::output_within(child, Duration::from_secs(120));
+        }
     }
 }
 
