@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use berth_engine::logfile::LogWriter;
 use berth_engine::ProcessStreams;
 use berth_protocol::chunk::LogStream;
+use berth_protocol::signal as wire;
 use berth_protocol::{Client, ProcessRef};
 use nix::sys::termios::{self, SetArg, Termios};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -108,6 +109,13 @@ pub async fn attach(
     } else {
         None
     };
+    // The handlers are in place before the process starts, so that a signal sent once
+    // its first output is out is forwarded, never the default death of this CLI.
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let mut quit = signal(SignalKind::quit()).ok();
+    let mut winch = signal(SignalKind::window_change()).ok();
     if start {
         client
             .start(process.clone())
@@ -124,11 +132,6 @@ pub async fn attach(
         let process = process.clone();
         let tty = mode.tty;
         tokio::spawn(async move {
-            let mut int = signal(SignalKind::interrupt()).ok();
-            let mut term = signal(SignalKind::terminate()).ok();
-            let mut hup = signal(SignalKind::hangup()).ok();
-            let mut quit = signal(SignalKind::quit()).ok();
-            let mut winch = signal(SignalKind::window_change()).ok();
             let resize = |client: Client, process: ProcessRef| async move {
                 if let Some((rows, cols)) = terminal_size() {
                     let _ = client.resize_tty(process, rows, cols).await;
@@ -138,15 +141,16 @@ pub async fn attach(
                 resize(client.clone(), process.clone()).await;
             }
             loop {
+                // Linux's numbers, which the guest understands, not the host's.
                 let sig = tokio::select! {
-                    Some(()) = recv(&mut int) => libc::SIGINT,
-                    Some(()) = recv(&mut term) => libc::SIGTERM,
-                    Some(()) = recv(&mut hup) => libc::SIGHUP,
-                    Some(()) = recv(&mut quit) => libc::SIGQUIT,
-                    Some(()) = recv(&mut winch) => libc::SIGWINCH,
+                    Some(()) = recv(&mut int) => wire::INT,
+                    Some(()) = recv(&mut term) => wire::TERM,
+                    Some(()) = recv(&mut hup) => wire::HUP,
+                    Some(()) = recv(&mut quit) => wire::QUIT,
+                    Some(()) = recv(&mut winch) => wire::WINCH,
                     else => break,
                 };
-                if sig == libc::SIGWINCH {
+                if sig == wire::WINCH {
                     if tty {
                         resize(client.clone(), process.clone()).await;
                     }
