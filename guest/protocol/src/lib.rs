@@ -26,6 +26,7 @@
 
 pub mod chunk;
 pub mod client;
+pub mod signal;
 pub mod spec;
 
 use std::fmt;
@@ -629,7 +630,7 @@ pub enum Request {
     Signal {
         /// The process.
         process: ProcessRef,
-        /// Signal number (Linux numbering).
+        /// Signal number, in Linux's numbering ([`signal`]).
         signal: i32,
     },
     /// Wait until a process has exited. Answer: [`Response::Exited`].

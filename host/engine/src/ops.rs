@@ -222,34 +222,15 @@ impl LogCursor {
     }
 }
 
-/// A signal from its name (`KILL`, `SIGKILL`) or number.
+/// A signal from its name (`KILL`, `SIGKILL`, `RTMIN+1`) or number, as the Linux number
+/// the guest gets (never the host's own numbering: see [`berth_protocol::signal`]).
 pub fn parse_signal(s: &str) -> Result<i32> {
-    if let Ok(n) = s.parse::<i32>() {
-        if (1..=64).contains(&n) {
-            return Ok(n);
-        }
-    }
-    let name = s.to_ascii_uppercase();
-    let name = name.strip_prefix("SIG").unwrap_or(&name);
-    let n = match name {
-        "HUP" => libc::SIGHUP,
-        "INT" => libc::SIGINT,
-        "QUIT" => libc::SIGQUIT,
-        "KILL" => libc::SIGKILL,
-        "USR1" => libc::SIGUSR1,
-        "USR2" => libc::SIGUSR2,
-        "TERM" => libc::SIGTERM,
-        "STOP" => libc::SIGSTOP,
-        "CONT" => libc::SIGCONT,
-        "ALRM" => libc::SIGALRM,
-        "WINCH" => libc::SIGWINCH,
-        _ => {
-            return Err(Error::InvalidArgument(format!(
-                "invalid signal \"{s}\": give a name like TERM or KILL, or a number"
-            )))
-        }
-    };
-    Ok(n)
+    berth_protocol::signal::by_name(s).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "invalid signal \"{s}\": give a name like TERM or KILL, or a number from 1 to {}",
+            berth_protocol::signal::MAX
+        ))
+    })
 }
 
 /// A time in nanoseconds since the epoch as RFC 3339 with nanoseconds, in UTC.
@@ -363,12 +344,14 @@ impl Engine {
         let mut code = None;
         if let Ok(client) = vm::connect_agent(&files, vmm, Duration::from_secs(10)).await {
             let _ = client
-                .signal(init.clone(), signal.unwrap_or(libc::SIGTERM))
+                .signal(init.clone(), signal.unwrap_or(berth_protocol::signal::TERM))
                 .await;
             code = match tokio::time::timeout(grace, client.wait(init.clone())).await {
                 Ok(Ok(c)) => Some(c),
                 _ => {
-                    let _ = client.signal(init.clone(), libc::SIGKILL).await;
+                    let _ = client
+                        .signal(init.clone(), berth_protocol::signal::KILL)
+                        .await;
                     tokio::time::timeout(Duration::from_secs(10), client.wait(init))
                         .await
                         .ok()
@@ -377,7 +360,7 @@ impl Engine {
             };
             vm::shutdown(Some(&client), vmm).await;
         } else if let Some(vmm) = vmm {
-            vm::kill_vmm(vmm);
+            vm::kill_vmm(vmm).await;
         }
         // With --rm the monitor may have removed the container already.
         let Ok(record) = self.store.resolve(&record.id) else {
@@ -499,7 +482,7 @@ impl Engine {
                 )));
             }
             if let Some(vmm) = record.state.vmm {
-                vm::kill_vmm(vmm);
+                vm::kill_vmm(vmm).await;
             }
         }
         let anonymous = if volumes {
@@ -599,8 +582,10 @@ mod tests {
 
     #[test]
     fn signals_by_name_or_number() {
-        assert_eq!(parse_signal("KILL").unwrap(), libc::SIGKILL);
-        assert_eq!(parse_signal("sigterm").unwrap(), libc::SIGTERM);
+        assert_eq!(parse_signal("KILL").unwrap(), 9);
+        assert_eq!(parse_signal("sigterm").unwrap(), 15);
+        // Linux's number for the guest, whatever the host calls it.
+        assert_eq!(parse_signal("USR1").unwrap(), 10);
         assert_eq!(parse_signal("9").unwrap(), 9);
         assert!(parse_signal("NOPE").is_err());
         assert!(parse_signal("0").is_err());
