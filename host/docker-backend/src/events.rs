@@ -36,11 +36,18 @@ impl Feed {
         let (tx, _) = broadcast::channel(BACKLOG);
         let sender = tx.clone();
         tokio::spawn(async move {
-            let mut seen = snapshot(&engine).unwrap_or_default();
+            // Reading every record is file work: it runs off the async threads.
+            let look = |engine: Arc<Engine>| async move {
+                tokio::task::spawn_blocking(move || snapshot(&engine))
+                    .await
+                    .ok()
+                    .flatten()
+            };
+            let mut seen = look(engine.clone()).await.unwrap_or_default();
             loop {
                 tokio::time::sleep(POLL).await;
                 // Nobody listens: keep the snapshot fresh without building events.
-                let Some(now) = snapshot(&engine) else {
+                let Some(now) = look(engine.clone()).await else {
                     continue;
                 };
                 if sender.receiver_count() > 0 {

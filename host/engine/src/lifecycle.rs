@@ -185,7 +185,7 @@ impl Engine {
                         record.name,
                         e.message().lines().next().unwrap_or_default()
                     );
-                    vm::kill_vmm(vmm);
+                    vm::kill_vmm(vmm).await;
                     vmm = self.launch(record, &files, &img.layers, networked, &ports, purpose)?;
                     vm::connect_agent(&files, Some(vmm), vm::agent_timeout()).await?
                 }
@@ -233,7 +233,7 @@ impl Engine {
         }
         .await;
         if let Err(e) = &result {
-            vm::kill_vmm(vmm);
+            vm::kill_vmm(vmm).await;
             match purpose {
                 Purpose::Run => self.finish(record, None, Some(e.message()))?,
                 // `record` is the state from before this boot.

@@ -457,7 +457,7 @@ pub async fn wait_vmm_gone(vmm: VmmProcess, grace: Duration) {
     while vmm.is_alive() {
         reap(vmm.pid);
         if started.elapsed() > grace {
-            kill_vmm(vmm);
+            kill_vmm(vmm).await;
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -465,8 +465,9 @@ pub async fn wait_vmm_gone(vmm: VmmProcess, grace: Duration) {
     reap(vmm.pid);
 }
 
-/// Kills a VMM outright (SIGKILL), and collects it.
-pub fn kill_vmm(vmm: VmmProcess) {
+/// Kills a VMM outright (SIGKILL), and collects it (waiting up to a second, without
+/// holding up an async thread).
+pub async fn kill_vmm(vmm: VmmProcess) {
     if vmm.is_alive() {
         // SAFETY: kill(2) with a pid whose start time was just checked.
         unsafe { libc::kill(vmm.pid as i32, libc::SIGKILL) };
@@ -476,7 +477,7 @@ pub fn kill_vmm(vmm: VmmProcess) {
         if !vmm.is_alive() {
             return;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
