@@ -308,7 +308,14 @@ impl Client {
                     detail: e.to_string(),
                 })?;
                 let status = resp.status();
-                let body = resp.text().await.unwrap_or_default();
+                let (body, whole) = read_up_to(resp, MAX_TOKEN_ANSWER).await.unwrap_or_default();
+                if status.is_success() && !whole {
+                    return Err(unauthorized(format!(
+                        "the token server's answer is larger than {} MiB",
+                        MAX_TOKEN_ANSWER >> 20
+                    )));
+                }
+                let body = String::from_utf8_lossy(&body).into_owned();
                 if !status.is_success() {
                     let who = if creds.is_some() {
                         "the token server refused the stored credentials"
@@ -423,8 +430,9 @@ impl Client {
         if status.is_success() {
             return Ok(resp);
         }
-        let body = resp.text().await.unwrap_or_default();
-        let detail = detail_of(&body);
+        // Only the start of an error page is read: it is for a message.
+        let (body, _) = read_up_to(resp, MAX_ERROR_PAGE).await.unwrap_or_default();
+        let detail = detail_of(&String::from_utf8_lossy(&body));
         Err(match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Error::Unauthorized {
                 registry: registry.to_string(),
@@ -474,15 +482,18 @@ impl Client {
         let resp = self.check(target.registry, &what, resp).await?;
         let declared = header_str(resp.headers(), CONTENT_TYPE.as_str());
         let header_digest = header_str(resp.headers(), "docker-content-digest");
-        let body = resp.bytes().await.map_err(|e| Error::Transport {
-            registry: target.registry.to_string(),
-            what: what.clone(),
-            detail: e.to_string(),
-        })?;
-        if body.len() > 4 * 1024 * 1024 {
+        // Checked as it arrives: a hostile registry's endless manifest is never held.
+        let (body, whole) = read_up_to(resp, MAX_MANIFEST)
+            .await
+            .map_err(|e| Error::Transport {
+                registry: target.registry.to_string(),
+                what: what.clone(),
+                detail: e.to_string(),
+            })?;
+        if !whole {
             return Err(Error::Malformed {
                 what,
-                reason: "manifest larger than 4 MiB".into(),
+                reason: format!("manifest larger than {} MiB", MAX_MANIFEST >> 20),
             });
         }
         let digest = Digest::of(&body);
@@ -1025,6 +1036,32 @@ fn with_auth(req: reqwest::RequestBuilder, auth: Option<&str>) -> reqwest::Reque
         Some(a) => req.header(AUTHORIZATION, a),
         None => req,
     }
+}
+
+/// Largest manifest or index accepted from a registry (what containerd allows too).
+const MAX_MANIFEST: usize = 4 * 1024 * 1024;
+/// Largest token-server answer accepted.
+const MAX_TOKEN_ANSWER: usize = 1024 * 1024;
+/// How much of an error page is read for its message.
+const MAX_ERROR_PAGE: usize = 64 * 1024;
+
+/// Reads at most `cap` bytes of `resp`'s body, and whether that was all of it. A longer
+/// body is cut off as soon as it is seen to be (by its length, or as it arrives): nothing
+/// past `cap` is held.
+async fn read_up_to(mut resp: reqwest::Response, cap: usize) -> reqwest::Result<(Vec<u8>, bool)> {
+    if resp.content_length().is_some_and(|n| n > cap as u64) {
+        return Ok((Vec::new(), false));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = cap - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, false));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, true))
 }
 
 fn header_str(h: &HeaderMap, name: &str) -> String {
