@@ -522,14 +522,20 @@ fn unpack_to(tar_bytes: &[u8], dst: &Path) -> Result<()> {
     let target: PathBuf = if dst.is_dir() {
         dst.to_path_buf()
     } else {
-        let staging = dst.with_extension("berth-cp.tmp");
-        let _ = std::fs::remove_dir_all(&staging);
-        std::fs::create_dir_all(&staging)?;
-        tar::Archive::new(tar_bytes).unpack(&staging)?;
-        let mut entries = std::fs::read_dir(&staging)?;
+        // A fresh staging folder beside `dst` (so the rename stays on one filesystem),
+        // never one that something else made; it goes away however this ends.
+        let parent = match dst.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let staging = tempfile::Builder::new()
+            .prefix(".berth-cp")
+            .tempdir_in(parent)
+            .with_context(|| format!("make a staging folder in {}", parent.display()))?;
+        tar::Archive::new(tar_bytes).unpack(staging.path())?;
+        let mut entries = std::fs::read_dir(staging.path())?;
         let first = entries.next().context("the copy was empty")??.path();
         std::fs::rename(&first, dst).with_context(|| format!("write {}", dst.display()))?;
-        std::fs::remove_dir_all(&staging)?;
         return Ok(());
     };
     tar::Archive::new(tar_bytes)
@@ -558,5 +564,47 @@ mod tests {
         assert_eq!(container_path("./a:b"), None);
         assert_eq!(container_path("/tmp/x"), None);
         assert_eq!(container_path(":/x"), None);
+    }
+
+    fn tar_of(name: &str, body: &[u8]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, body).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn copying_out_to_a_new_name_leaves_what_was_beside_it_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        // What an older berth used as its staging folder: someone's data now.
+        let bystander = dir.path().join("out.berth-cp.tmp");
+        std::fs::create_dir(&bystander).unwrap();
+        std::fs::write(bystander.join("keep"), b"mine").unwrap();
+        let dst = dir.path().join("out.txt");
+        unpack_to(&tar_of("hosts", b"127.0.0.1 localhost\n"), &dst).unwrap();
+        assert_eq!(std::fs::read(&dst).unwrap(), b"127.0.0.1 localhost\n");
+        assert_eq!(std::fs::read(bystander.join("keep")).unwrap(), b"mine");
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["out.berth-cp.tmp", "out.txt"],
+            "no staging folder is left"
+        );
+    }
+
+    #[test]
+    fn an_empty_copy_is_an_error_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = tar::Builder::new(Vec::new()).into_inner().unwrap();
+        let err = unpack_to(&empty, &dir.path().join("out")).unwrap_err();
+        assert!(err.to_string().contains("empty"), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }
