@@ -103,11 +103,6 @@ pub fn by_name(s: &str) -> Option<i32> {
     }
 }
 
-/// The name (without `SIG`) of Linux signal `n`, for messages.
-pub fn name(n: i32) -> Option<&'static str> {
-    NAMES.iter().find(|(_, k)| *k == n).map(|(s, _)| *s)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,7 +137,7 @@ mod tests {
     fn the_table_is_in_number_order_with_no_gaps() {
         for (i, (n, k)) in NAMES.iter().enumerate() {
             assert_eq!(*k, i as i32 + 1, "{n}");
-            assert_eq!(name(*k), Some(*n));
+            assert_eq!(by_name(n), Some(*k));
         }
     }
 

@@ -38,7 +38,7 @@ impl Feed {
         tokio::spawn(async move {
             // Reading every record is file work: it runs off the async threads.
             let look = |engine: Arc<Engine>| async move {
-                tokio::task::spawn_blocking(move || snapshot(&engine))
+                crate::blocking(move || Ok(snapshot(&engine)))
                     .await
                     .ok()
                     .flatten()

@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
@@ -34,28 +34,9 @@ fn serve(
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
             let mut reader = BufReader::new(conn.try_clone().unwrap());
-            let mut request = String::new();
-            if reader.read_line(&mut request).is_err() {
+            let Some((path, headers)) = read_request(&mut reader) else {
                 continue;
-            }
-            let mut headers = HashMap::new();
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) <= 2 {
-                    break;
-                }
-                if let Some((k, v)) = line.trim_end().split_once(": ") {
-                    headers.insert(k.to_ascii_lowercase(), v.to_string());
-                }
-            }
-            if let Some(n) = headers
-                .get("content-length")
-                .and_then(|n| n.parse::<usize>().ok())
-            {
-                let mut body = vec![0; n];
-                let _ = reader.read_exact(&mut body);
-            }
-            let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+            };
             let auth = headers.get("authorization").cloned();
             let challenge = format!(
                 "Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"fake-registry\",scope=\"repository:{repo}:pull\""

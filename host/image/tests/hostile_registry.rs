@@ -2,11 +2,14 @@
 //! one, endless. The pull must fail with a clear error as soon as the cap is passed,
 //! holding no more than the cap, and store nothing.
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use berth_image::{Client, ClientOptions, Error, Reference, Store};
+use common::read_request;
 
 /// How the manifest is served.
 #[derive(Clone, Copy)]
@@ -26,17 +29,9 @@ fn serve(kind: Manifest) -> u16 {
             let Ok(mut conn) = conn else { continue };
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut request = String::new();
-                if reader.read_line(&mut request).is_err() {
+                let Some((path, _)) = read_request(&mut reader) else {
                     return;
-                }
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) <= 2 {
-                        break;
-                    }
-                }
-                let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+                };
                 if !path.contains("/manifests/") {
                     let _ = conn.write_all(
                         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",

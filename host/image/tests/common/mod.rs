@@ -1,5 +1,6 @@
 //! Test images built from scratch: busybox-static layers with whiteouts, an opaque
-//! directory, hard links, devices, ownership and xattrs; hostile layers; OCI layouts.
+//! directory, hard links, devices, ownership and xattrs; hostile layers; OCI layouts;
+//! and the request side of the small in-process HTTP servers some tests run.
 #![allow(dead_code)]
 
 use std::fs;
@@ -663,4 +664,32 @@ pub fn mount_layers(layers: &[PathBuf]) -> Mounted {
         mounts,
         _dir: dir,
     }
+}
+
+/// One HTTP/1.1 request read by a test's in-process server: its path and headers (names
+/// lower-cased), its body consumed; `None` when the client sent no request line.
+pub fn read_request(
+    reader: &mut impl std::io::BufRead,
+) -> Option<(String, std::collections::HashMap<String, String>)> {
+    let mut request = String::new();
+    reader.read_line(&mut request).ok()?;
+    let mut headers = std::collections::HashMap::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) <= 2 {
+            break;
+        }
+        if let Some((k, v)) = line.trim_end().split_once(": ") {
+            headers.insert(k.to_ascii_lowercase(), v.to_string());
+        }
+    }
+    if let Some(n) = headers
+        .get("content-length")
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        let mut body = vec![0; n];
+        let _ = reader.read_exact(&mut body);
+    }
+    let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+    Some((path, headers))
 }
