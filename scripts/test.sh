@@ -6,7 +6,7 @@
 #  3. the guest artefacts: the agent's initramfs and the test initramfs;
 #  4. the services tests talk to: registry servers on loopback;
 #  5. every test binary with its ignored tests included: binaries named vm_* inside
-#     scripts/with-kvm.sh (one harness machine each), the others on the host
+#     scripts/with-kvm.sh (one harness machine per test), the others on the host
 #     as root; then the doc tests.
 # Ends with a summary line "tests: N passed, N failed".
 set -euo pipefail
@@ -89,6 +89,7 @@ while IFS=$'\t' read -r name exe dir; do
 done <"$tests_list"
 
 section "VM tests (through scripts/with-kvm.sh)"
+one=$(mktemp)
 # One harness machine per test. Where that machine is QEMU's emulation, its nested SVM
 # sometimes breaks the machine's own kernel (a panic, or it stops responding: see
 # with-kvm.sh); the test then reruns in a fresh machine, at most twice, and says so. A
@@ -105,7 +106,10 @@ while IFS=$'\t' read -r name exe dir; do
   fi
   for t in $vm_tests; do
     (cd "$dir" && "$here/with-kvm.sh" --timeout "${BERTH_VM_TEST_TIMEOUT:-600}" --retries 2 -- \
-      "$exe" --include-ignored --exact "$t") 2>&1 | grep --line-buffered -vE '^(running 1 test|)$' | tee -a "$results" || status=1
+      "$exe" --include-ignored --exact "$t") 2>&1 | grep --line-buffered -vE '^(running 1 test|)$' | tee "$one" || status=1
+    # A rerun's report replaces the broken machine's: only the last attempt is counted.
+    awk '/^with-kvm: running .* again from the start/ { kept = ""; next } { kept = kept $0 "\n" }
+      END { printf "%s", kept }' "$one" >>"$results"
   done
 done <"$tests_list"
 
@@ -114,7 +118,7 @@ cargo test --workspace --locked --doc 2>&1 | tee -a "$results" || status=1
 
 passed=$(grep -oE '^test result: .* ([0-9]+) passed' "$results" | grep -oE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -oE '^test result: .*; ([0-9]+) failed' "$results" | grep -oE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
-rm -f "$tests_list" "$results"
+rm -f "$tests_list" "$results" "$one"
 if [ "$failed" -ne 0 ]; then status=1; fi
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
   echo "a test binary, the build or the harness failed before reporting its tests (see above)"

@@ -14,8 +14,9 @@
 #   under TCG hang with x2apic.
 #
 # A hung command is stopped after --timeout seconds (default 1200): the run then fails
-# with status 124 and says so. When the L1 machine itself breaks (its kernel panics, or
-# its heartbeat stops: faults of QEMU's nested-SVM emulation, never the command's), the
+# with status 124 and says so. When the L1 machine itself breaks (its kernel panics, its
+# heartbeat stops, or the command fails with one of berth's micro-VMs inside it having
+# triple-faulted: faults of QEMU's nested-SVM emulation, never the command's), the
 # run fails with 125 and the reason, or, with --retries N, CMD runs again from the
 # start in a fresh machine (with the whole --timeout again), at most N times, each
 # retry announced on stderr. So use --retries only for commands that can be rerun.
@@ -213,6 +214,14 @@ run_in_l1() {
   stop_machine
   if [ -s "$job/status" ]; then
     outcome=done
+    # A sound guest nested in L1 sometimes triple-faults under QEMU's nested-SVM
+    # emulation: a job that failed with one of berth's VMs reporting that is the
+    # machine's break, not the job's (hardware KVM never gets here).
+    if [ "$(cat "$job/status")" != 0 ] &&
+      grep -q 'triple-faulted (the guest crashed)' "$job/stdout" "$job/stderr"; then
+      outcome=broken
+      broken_why="a micro-VM inside it triple-faulted (an emulation fault) and the job failed"
+    fi
   elif [ -e "$job/started" ]; then
     broken_why="it ended before the job did"
   else
