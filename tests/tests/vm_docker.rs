@@ -112,10 +112,11 @@ fn ok(args: &[&str]) -> String {
     let out = docker(args);
     assert!(
         out.status.success(),
-        "docker {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+        "docker {args:?} failed ({:?}):\nstdout: {}\nstderr: {}\n{}",
         out.status.code(),
         text(&out.stdout),
-        text(&out.stderr)
+        text(&out.stderr),
+        service().berth.diagnostics()
     );
     text(&out.stdout)
 }
@@ -448,9 +449,10 @@ fn compose_and_the_python_sdk_drive_berth() {
         let out = compose_output(args);
         assert!(
             out.status.success(),
-            "docker-compose {args:?}: {}\n{}",
+            "docker-compose {args:?}: {}\n{}\n{}",
             text(&out.stdout),
-            text(&out.stderr)
+            text(&out.stderr),
+            service().berth.diagnostics()
         );
         text(&out.stdout)
     };
