@@ -527,7 +527,7 @@ fn a_crashed_vm_is_reported_and_shown_exited() {
     ok(&["rm", id]);
 
     // In the foreground, berth exits with a clear error when its VM dies mid-run.
-    let child = berth_command(root())
+    let mut child = berth_command(root())
         .args(["run", "--name", "doomed2", IMAGE, "sleep", "600"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -535,6 +535,16 @@ fn a_crashed_vm_is_reported_and_shown_exited() {
         .unwrap();
     let started = Instant::now();
     let pid = loop {
+        // A run that ended before its VM was killed says why.
+        if let Ok(Some(_)) = child.try_wait() {
+            let out = finish(child, Duration::from_secs(10));
+            panic!(
+                "berth run ended before its VM was killed ({:?}): {}\n{}",
+                out.status.code(),
+                text(&out.stderr),
+                b().diagnostics()
+            );
+        }
         if let Ok(out) = berth_command(root()).args(["inspect", "doomed2"]).output() {
             if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
                 if let Some(p) = v[0]["State"]["VmmPid"].as_u64() {
@@ -545,7 +555,11 @@ fn a_crashed_vm_is_reported_and_shown_exited() {
                 }
             }
         }
-        assert!(started.elapsed() < Duration::from_secs(90));
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "doomed2 never ran:\n{}",
+            b().diagnostics()
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     Command::new("kill")
