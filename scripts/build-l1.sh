@@ -95,6 +95,12 @@ for d in proc sys dev; do mount --move /$d /host/$d 2>/dev/null || mount -t $d $
 mkdir -p /host/dev/pts /host/dev/shm
 mount -t devpts devpts /host/dev/pts
 mount -t tmpfs tmpfs /host/dev/shm
+# devtmpfs has no /dev/fd or /dev/std*: bash's process substitution and scripts that
+# read /dev/stdin need them, as on any host.
+ln -sfn /proc/self/fd /host/dev/fd
+ln -sf /proc/self/fd/0 /host/dev/stdin
+ln -sf /proc/self/fd/1 /host/dev/stdout
+ln -sf /proc/self/fd/2 /host/dev/stderr
 mount -t tmpfs tmpfs /host/run
 mkdir -m 1777 /host/run/tmp
 ip link set lo up 2>/dev/null

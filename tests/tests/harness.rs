@@ -22,7 +22,9 @@ fn output_and_status_come_back_unchanged() {
         "--",
         "sh",
         "-c",
-        "echo out-$((6*7)); echo err-line >&2; test -c /dev/kvm && echo kvm-ok; pwd; exit 7",
+        // Process substitution needs /dev/fd, which a bare devtmpfs lacks.
+        "echo out-$((6*7)); echo err-line >&2; test -c /dev/kvm && echo kvm-ok; \
+         bash -c 'cat <(echo fd-ok) && test -e /dev/stdin'; pwd; exit 7",
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -34,7 +36,7 @@ fn output_and_status_come_back_unchanged() {
     let cwd = std::env::current_dir().unwrap();
     assert_eq!(
         stdout,
-        format!("out-42\nkvm-ok\n{}\n", cwd.display()),
+        format!("out-42\nkvm-ok\nfd-ok\n{}\n", cwd.display()),
         "stderr: {stderr}"
     );
     assert!(stderr.contains("err-line"), "stderr: {stderr}");

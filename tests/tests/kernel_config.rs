@@ -30,6 +30,7 @@ fn built_kernel_config_matches_the_fragment() {
         "CONFIG_PVH=y",
         "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y",
         "CONFIG_EROFS_FS=y",
+        "CONFIG_BLK_DEV_LOOP=y",
         "CONFIG_OVERLAY_FS=y",
         "CONFIG_VIRTIO_VSOCKETS=y",
         "CONFIG_CFS_BANDWIDTH=y",

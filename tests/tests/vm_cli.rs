@@ -726,3 +726,154 @@ fn a_killed_cli_leaves_its_container_to_end_as_it_would() {
     assert!(!ok(&["ps", "-a"]).contains("orphaned"));
     assert_no_orphan_vmms();
 }
+
+/// Writes a docker archive of `base` with layers added on top until it has `total`, tagged
+/// `tag`. Added layer `k` holds `/stack/k`; the first also holds `/stack/gone`, which the
+/// last one whites out.
+/// Returns the archive and how many layers it added.
+fn image_with_layers(
+    base: &str,
+    total: usize,
+    tag: &str,
+    dir: &Path,
+) -> (std::path::PathBuf, usize) {
+    use sha2::Digest;
+    use std::io::Read;
+    let saved = dir.join("base.tar");
+    ok(&["save", "-o", saved.to_str().unwrap(), base]);
+    let mut files = std::collections::HashMap::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(&saved).unwrap());
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().display().to_string();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        files.insert(path, data);
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    let config_name = manifest[0]["Config"].as_str().unwrap().to_string();
+    let mut config: serde_json::Value = serde_json::from_slice(&files[&config_name]).unwrap();
+    let mut layers: Vec<String> = manifest[0]["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        layers.len() < total,
+        "{base} has {} layers already",
+        layers.len()
+    );
+    let added = total - layers.len();
+    let mut out = tar::Builder::new(Vec::new());
+    let add = |out: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        out.append_data(&mut h, name, data).unwrap();
+    };
+    for name in &layers {
+        add(&mut out, name, &files[name]);
+    }
+    for k in 1..=added {
+        let mut layer = tar::Builder::new(Vec::new());
+        let mut put = |name: &str, data: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            let dir = name.ends_with('/');
+            h.set_entry_type(if dir {
+                tar::EntryType::Directory
+            } else {
+                tar::EntryType::Regular
+            });
+            h.set_size(data.len() as u64);
+            h.set_mode(if dir { 0o755 } else { 0o644 });
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_cksum();
+            layer.append_data(&mut h, name, data).unwrap();
+        };
+        put("stack/", b"");
+        put(&format!("stack/{k}"), format!("{k}\n").as_bytes());
+        if k == 1 {
+            put("stack/gone", b"whited out above\n");
+        }
+        if k == added {
+            put("stack/.wh.gone", b"");
+        }
+        let layer = layer.into_inner().unwrap();
+        let hex = hex::encode(sha2::Sha256::digest(&layer));
+        let name = format!("{hex}/layer.tar");
+        add(&mut out, &name, &layer);
+        layers.push(name);
+        config["rootfs"]["diff_ids"]
+            .as_array_mut()
+            .unwrap()
+            .push(format!("sha256:{hex}").into());
+        if let Some(h) = config["history"].as_array_mut() {
+            h.push(serde_json::json!({ "created_by": format!("layer {k} of a stack") }));
+        }
+    }
+    let config = serde_json::to_vec(&config).unwrap();
+    let config_name = format!("{}.json", hex::encode(sha2::Sha256::digest(&config)));
+    add(&mut out, &config_name, &config);
+    let manifest = serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": [tag],
+        "Layers": layers,
+    }]);
+    add(
+        &mut out,
+        "manifest.json",
+        &serde_json::to_vec(&manifest).unwrap(),
+    );
+    let path = dir.join(format!("{total}-layers.tar"));
+    std::fs::write(&path, out.into_inner().unwrap()).unwrap();
+    (path, added)
+}
+
+#[test]
+#[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
+fn images_of_40_and_127_layers_run_and_128_are_refused_before_a_vm_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    for total in [40, 127] {
+        let tag = format!("berth.local/stack:{total}");
+        let (archive, added) = image_with_layers(IMAGE, total, &tag, dir.path());
+        ok(&["load", "-i", archive.to_str().unwrap()]);
+        // Every layer's file is there, the whiteout of the top layer hides the file of
+        // the lowest added one, and busybox from the base layer runs.
+        let out = ok(&[
+            "run",
+            "--rm",
+            &tag,
+            "sh",
+            "-c",
+            "ls /stack | wc -l; cat /stack/1 /stack/$(ls /stack | sort -n | tail -n 1); \
+             test -e /stack/gone && echo still there || echo gone",
+        ]);
+        assert_eq!(
+            out.split_whitespace().collect::<Vec<_>>(),
+            [
+                added.to_string(),
+                "1".into(),
+                added.to_string(),
+                "gone".into()
+            ],
+            "{tag}: {out}"
+        );
+    }
+    let tag = "berth.local/stack:128";
+    let (archive, _) = image_with_layers(IMAGE, 128, tag, dir.path());
+    ok(&["load", "-i", archive.to_str().unwrap()]);
+    let before = container_dirs();
+    let out = berth(&["run", "--rm", tag, "true"]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("has 128 layers; berth runs images of up to 127"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(container_dirs(), before, "nothing was created");
+    ok(&["rmi", "berth.local/stack:40", "berth.local/stack:127", tag]);
+}

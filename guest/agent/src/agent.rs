@@ -9,9 +9,9 @@ use std::time::Instant;
 use berth_protocol::chunk::LogStream;
 use berth_protocol::{
     AgentInfo, ContainerInfo, ContainerStats, ContainerStatus, CreateRequest, ErrorKind,
-    ExecRequest, ProcessInfo, ProcessRef, Request, Response, Source, StdioOptions, WireError,
+    ExecRequest, ProcessInfo, ProcessRef, Request, Response, StdioOptions, WireError,
 };
-use berth_runtime::{CreateOptions, Layer, Runtime, RuntimeError, Scratch, Status, Stdio};
+use berth_runtime::{CreateOptions, Runtime, RuntimeError, Status, Stdio};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -371,26 +371,6 @@ async fn pump(src: OwnedFd, out: Arc<Output>, log: Option<(Arc<LogFile>, LogStre
     *g = SinkState::Closed;
 }
 
-fn layer(i: usize, s: &Source) -> Result<Layer, WireError> {
-    match s {
-        Source::Dir { path } => Ok(Layer::Dir(PathBuf::from(path))),
-        Source::Device { path, fstype } => {
-            if !path.starts_with("/dev/") {
-                return Err(WireError {
-                    kind: ErrorKind::InvalidConfig,
-                    message: format!("layers[{i}]: {path} is not a device under /dev"),
-                    field: Some(format!("layers[{i}]")),
-                    errno: None,
-                });
-            }
-            Ok(Layer::Device {
-                path: PathBuf::from(path),
-                fstype: fstype.clone(),
-            })
-        }
-    }
-}
-
 /// Runs blocking runtime work off the async threads.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, RuntimeError> + Send + 'static,
@@ -602,20 +582,17 @@ impl Agent {
                 format!("container {} already exists", req.id),
             ));
         }
-        let layers = req
-            .layers
-            .iter()
-            .enumerate()
-            .map(|(i, s)| layer(i, s))
-            .collect::<Result<Vec<_>, _>>()?;
-        let scratch = match &req.scratch {
-            None => Scratch::Tmpfs,
-            Some(Source::Dir { path }) => Scratch::Dir(PathBuf::from(path)),
-            Some(Source::Device { path, fstype }) => Scratch::Device {
-                path: PathBuf::from(path),
-                fstype: fstype.clone(),
-            },
-        };
+        let (sources, scratch) = (req.layers.clone(), req.scratch.clone());
+        let (layers, scratch) = tokio::task::spawn_blocking(move || {
+            let layers = sources
+                .iter()
+                .enumerate()
+                .map(|(i, s)| crate::disks::layer(i, s))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, WireError>((layers, crate::disks::scratch(scratch.as_ref())?))
+        })
+        .await
+        .map_err(|e| sys_err("finding the container's disks", e))??;
         if !berth_runtime::container::valid_id(&req.id) {
             return Err(wire(&RuntimeError::config(
                 "id",

@@ -11,6 +11,7 @@
 
 mod agent;
 mod aio;
+mod disks;
 mod etc;
 mod init;
 mod logs;

@@ -350,11 +350,43 @@ pub enum Source {
         /// Filesystem type, e.g. `erofs` or `ext4`.
         fstype: Option<String>,
     },
+    /// A virtio disk found by its serial (`/sys/block/vdX/serial`), so that the host need
+    /// not know the guest's device names; the whole disk, or a byte range of it, holds a
+    /// filesystem.
+    Disk {
+        /// The disk's serial, as the host configured it.
+        serial: String,
+        /// The filesystem's bytes within the disk, when it is one of several (an image's
+        /// layers share one disk); the whole disk when `None`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        range: Option<ByteRange>,
+        /// Filesystem type, e.g. `erofs` or `ext4`.
+        fstype: Option<String>,
+    },
     /// An existing directory (host tests, or layers already unpacked).
     Dir {
         /// Directory path.
         path: String,
     },
+}
+
+/// Bytes `offset..offset + length` of a disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ByteRange {
+    /// Where the range starts, in bytes (a multiple of 512).
+    pub offset: u64,
+    /// How long it is, in bytes (a multiple of 512, not 0).
+    pub length: u64,
+}
+
+impl ByteRange {
+    /// Whether the range is whole 512-byte sectors, not empty, and does not overflow.
+    pub fn is_valid(&self) -> bool {
+        self.offset.is_multiple_of(512)
+            && self.length.is_multiple_of(512)
+            && self.length > 0
+            && self.offset.checked_add(self.length).is_some()
+    }
 }
 
 /// Options of a process's stdio.

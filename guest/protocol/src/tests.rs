@@ -49,6 +49,14 @@ fn sample_create() -> CreateRequest {
             Source::Dir {
                 path: "/layers/2".into(),
             },
+            Source::Disk {
+                serial: "berth-layers".into(),
+                range: Some(ByteRange {
+                    offset: 4096,
+                    length: 8192,
+                }),
+                fstype: Some("erofs".into()),
+            },
         ],
         scratch: Some(Source::Device {
             path: "/dev/vdc".into(),
@@ -192,7 +200,7 @@ async fn client_matches_concurrent_responses_by_id() {
     assert_eq!(w1.unwrap(), 3);
     assert_eq!(w2.unwrap(), 137);
     assert_eq!(info.unwrap().uptime_ms, 5);
-    assert_eq!(pid.unwrap(), 2);
+    assert_eq!(pid.unwrap(), 3, "the sample has three layers");
     c.signal(ProcessRef::init("c1"), 9).await.unwrap();
     assert!(c.list().await.unwrap().is_empty());
     // A response of the wrong shape is reported, not misread.
@@ -510,4 +518,15 @@ fn mounts_are_checked() {
         );
     }
     assert!(validate_mounts(&vec![share("/a", "t"); MAX_MOUNTS + 1]).is_err());
+}
+
+#[test]
+fn byte_ranges_are_whole_sectors_not_empty_and_do_not_overflow() {
+    let r = |offset, length| ByteRange { offset, length };
+    assert!(r(0, 512).is_valid());
+    assert!(r(4096, 1 << 30).is_valid());
+    assert!(!r(0, 0).is_valid());
+    assert!(!r(100, 512).is_valid());
+    assert!(!r(0, 1000).is_valid());
+    assert!(!r(u64::MAX - 511, 1024).is_valid());
 }

@@ -29,6 +29,9 @@ pub enum Layer {
         path: PathBuf,
         /// Filesystem type.
         fstype: Option<String>,
+        /// `(offset, length)` in bytes when the filesystem is that part of the device
+        /// (mounted through a read-only loop device); the whole device when `None`.
+        range: Option<(u64, u64)>,
     },
 }
 
@@ -172,6 +175,9 @@ impl Default for RuntimeConfig {
 pub struct Container {
     id: String,
     state_dir: PathBuf,
+    /// Where the layers are mounted: short, because overlayfs takes every layer's path
+    /// in one page of mount options, and an image may have 127 layers.
+    layer_dir: PathBuf,
     rootfs: PathBuf,
     scratch_dir: PathBuf,
     upper: PathBuf,
@@ -387,8 +393,13 @@ impl Container {
             }
             Err(e) => return Err(RuntimeError::io("creating", &state_dir, e)),
         }
+        // `+` is not allowed in container ids, so these never meet a container's folder.
+        static LAYER_DIRS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = LAYER_DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let layer_dir = cfg.state_root.join(format!("+{n}"));
         let mut c = Container {
             id: opts.id.clone(),
+            layer_dir,
             rootfs: state_dir.join("rootfs"),
             scratch_dir: state_dir.join("scratch"),
             upper: PathBuf::new(),
@@ -426,9 +437,21 @@ impl Container {
                     }
                     lowers.push(d.clone());
                 }
-                Layer::Device { path, fstype } => {
-                    let t = self.state_dir.join("layers").join(i.to_string());
-                    mount_layer(path, &t, fstype.as_deref(), false)?;
+                Layer::Device {
+                    path,
+                    fstype,
+                    range,
+                } => {
+                    let t = self.layer_dir.join(i.to_string());
+                    match range {
+                        None => mount_layer(path, &t, fstype.as_deref(), false)?,
+                        Some((offset, length)) => {
+                            let dev = crate::loopdev::attach_range(path, *offset, *length)?;
+                            // The mount keeps the loop device; dropping `dev` after it
+                            // lets the kernel detach it once the mount goes.
+                            mount_layer(&dev.path, &t, fstype.as_deref(), false)?;
+                        }
+                    }
                     self.mounts.push(t.clone());
                     lowers.push(t);
                 }
@@ -765,14 +788,10 @@ impl Container {
             }
         }
         // Never recurse into something still mounted.
-        let mounted = [
-            self.rootfs.clone(),
-            self.state_dir.join("scratch"),
-            self.state_dir.join("layers"),
-        ]
-        .iter()
-        .any(|p| is_mount_point(p));
-        let layer_mounted = std::fs::read_dir(self.state_dir.join("layers"))
+        let mounted = [self.rootfs.clone(), self.state_dir.join("scratch")]
+            .iter()
+            .any(|p| is_mount_point(p));
+        let layer_mounted = std::fs::read_dir(&self.layer_dir)
             .map(|rd| rd.flatten().any(|e| is_mount_point(&e.path())))
             .unwrap_or(false);
         if mounted || layer_mounted {
@@ -780,9 +799,13 @@ impl Container {
                 format!("{} still has mounts", self.state_dir.display()),
                 Errno::EBUSY,
             ));
-        } else if let Err(e) = std::fs::remove_dir_all(&self.state_dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                first_err.get_or_insert(RuntimeError::io("removing", &self.state_dir, e));
+        } else {
+            for dir in [&self.layer_dir, &self.state_dir] {
+                if let Err(e) = std::fs::remove_dir_all(dir) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        first_err.get_or_insert(RuntimeError::io("removing", dir, e));
+                    }
+                }
             }
         }
         match first_err {

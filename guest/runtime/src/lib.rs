@@ -19,6 +19,7 @@ pub mod commit;
 pub mod container;
 pub mod error;
 pub mod fs;
+pub mod loopdev;
 pub mod plan;
 pub mod sys;
 pub mod testsupport;

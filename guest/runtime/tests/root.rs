@@ -550,9 +550,15 @@ fn erofs_layer_devices_and_an_ext4_scratch_device() {
             .args(["-q", "-F"])
             .arg(d.join("scratch.img")),
     );
+    // The second layer shares a disk with a copy of the first, as berth puts an image's
+    // layers on one disk: it is mounted from its byte range through a loop device.
+    let first = std::fs::read(d.join("l0.erofs")).unwrap();
+    let mut both = first.clone();
+    both.extend(std::fs::read(d.join("l1.erofs")).unwrap());
+    std::fs::write(d.join("both.img"), &both).unwrap();
     let mut loops = Loops(Vec::new());
     let l0 = loops.attach(&d.join("l0.erofs"), true);
-    let l1 = loops.attach(&d.join("l1.erofs"), true);
+    let shared = loops.attach(&d.join("both.img"), true);
     let scratch = loops.attach(&d.join("scratch.img"), false);
 
     let (stdio, _i, out, err) = pipes();
@@ -570,10 +576,12 @@ fn erofs_layer_devices_and_an_ext4_scratch_device() {
                 Layer::Device {
                     path: l0,
                     fstype: None,
+                    range: None,
                 },
                 Layer::Device {
-                    path: l1,
+                    path: shared.clone(),
                     fstype: Some("erofs".into()),
+                    range: Some((first.len() as u64, (both.len() - first.len()) as u64)),
                 },
             ],
             scratch: Scratch::Device {
@@ -592,6 +600,25 @@ fn erofs_layer_devices_and_an_ext4_scratch_device() {
     assert_eq!(out.join().unwrap(), "mid\nmid-only\n");
     c.delete().unwrap();
     assert_eq!(mounts_under(d), 0, "layer and scratch mounts detached");
+    // The range's loop device goes with its mount (autoclear), a moment after it.
+    let started = std::time::Instant::now();
+    loop {
+        let out = std::process::Command::new("losetup")
+            .arg("-j")
+            .arg(&shared)
+            .output()
+            .unwrap();
+        if out.stdout.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "a loop device is still attached to {}: {}",
+            shared.display(),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     // The upper dir lives on the scratch disk, ready for commit.
     let m = d.join("check");
     std::fs::create_dir(&m).unwrap();

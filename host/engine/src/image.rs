@@ -15,6 +15,8 @@ pub struct PreparedImage {
     pub id: String,
     /// Read-only layer disks, lowest first.
     pub layers: Vec<PathBuf>,
+    /// Each layer disk's size in bytes, in the same order.
+    pub layer_bytes: Vec<u64>,
     /// Entrypoint.
     pub entrypoint: Vec<String>,
     /// Default command.
@@ -35,10 +37,19 @@ fn prepared(store: &Store, img: &LocalImage) -> Result<PreparedImage> {
     let layers = store
         .guest_layers(img)
         .with_context(|| format!("prepare the layers of image {}", img.id))?;
+    let layer_bytes = layers
+        .iter()
+        .map(|l| {
+            std::fs::metadata(l)
+                .map(|m| m.len())
+                .with_context(|| format!("read layer disk {}", l.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let c = img.config.config.clone().unwrap_or_default();
     Ok(PreparedImage {
         id: img.id.to_string(),
         layers,
+        layer_bytes,
         entrypoint: c.entrypoint.unwrap_or_default(),
         cmd: c.cmd.unwrap_or_default(),
         env: c.env.unwrap_or_default(),

@@ -219,7 +219,11 @@ impl Engine {
                 )));
             }
             client
-                .create(create_request(record, img.layers.len(), networked)?)
+                .create(create_request(
+                    record,
+                    &crate::spec::layer_ranges(&img.layer_bytes),
+                    networked,
+                )?)
                 .await
                 .with_context(|| format!("create container {} in its micro-VM", record.name))?;
             if let Some(t) = timings.as_deref_mut() {

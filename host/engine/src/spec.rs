@@ -5,36 +5,57 @@ use std::collections::BTreeMap;
 
 use berth_containers::{ContainerRecord, RunSpec};
 use berth_protocol::spec::{docker_spec, RunConfig};
-use berth_protocol::{CreateRequest, Source, StdioOptions};
+use berth_protocol::{ByteRange, CreateRequest, Source, StdioOptions};
 
 use crate::error::{Error, Result};
 use crate::image::PreparedImage;
 
-/// The most layers a container's VM takes: one virtio disk each, plus the scratch disk,
-/// within `/dev/vda` to `/dev/vdz`.
-pub const MAX_LAYERS: usize = 25;
-/// The virtio devices of a container's VM besides its layers and shares: the scratch
+/// The most layers of an image, as in docker. They all go on one read-only disk
+/// (the VMM's most files on a disk, less the one a commit adds on top), each layer a byte
+/// range of it, so the count costs no interrupt lines.
+pub const MAX_LAYERS: usize = berth_vmm::config::MAX_DISK_FILES - 1;
+/// The serial of the disk that holds an image's layers, one after another: the agent
+/// finds it by that, so the host needs no guess at guest device names.
+pub const LAYERS_SERIAL: &str = "berth-layers";
+/// The serial of a container's scratch disk.
+pub const SCRATCH_SERIAL: &str = "berth-scratch";
+/// The virtio devices of a container's VM besides its layer disk and shares: the scratch
 /// disk, vsock, rng and the network card.
 const OTHER_DEVICES: usize = 4;
 
-/// Refuses, before anything starts, an image and mounts that need more virtio devices
-/// than the VM has interrupt lines for.
+/// Refuses, before anything starts, an image with more layers than berth runs, and
+/// mounts that need more virtio devices than the VM has interrupt lines for.
 fn check_devices(layers: usize, shares: usize) -> Result<()> {
-    let max = berth_vmm::MAX_VIRTIO_DEVICES;
-    if layers.min(MAX_LAYERS + 1) + shares + OTHER_DEVICES > max {
-        return Err(Error::InvalidArgument(format!(
-            "the image's {layers} layers and {shares} host folders or volumes need {} \
-             devices, and a berth micro-VM has {max}: use fewer mounts, or an image with \
-             fewer layers (berth run the image, commit it, and run the commit: one layer)",
-            layers + shares + OTHER_DEVICES
-        )));
-    }
     if layers > MAX_LAYERS {
         return Err(Error::InvalidArgument(format!(
-            "the image has {layers} layers; berth supports up to {MAX_LAYERS}"
+            "the image has {layers} layers; berth runs images of up to {MAX_LAYERS} \
+             layers, as docker does: rebuild it with fewer"
+        )));
+    }
+    let max = berth_vmm::MAX_VIRTIO_DEVICES;
+    let devices = usize::from(layers > 0) + shares + OTHER_DEVICES;
+    if devices > max {
+        return Err(Error::InvalidArgument(format!(
+            "{shares} host folders or volumes need {devices} virtio devices with the \
+             container's own, and a berth micro-VM has {max}: use at most {} mounts",
+            max - OTHER_DEVICES - 1
         )));
     }
     Ok(())
+}
+
+/// Where each of the layers of `sizes` bytes lies on the layer disk: one after another,
+/// lowest first, as [`crate::vm::spawn_vmm`] lays out their files.
+pub fn layer_ranges(sizes: &[u64]) -> Vec<ByteRange> {
+    let mut offset = 0u64;
+    sizes
+        .iter()
+        .map(|&length| {
+            let r = ByteRange { offset, length };
+            offset = offset.saturating_add(length);
+            r
+        })
+        .collect()
 }
 
 /// What `create` and `run` ask for, as plain data: the CLI's flags and the Docker API's
@@ -202,19 +223,15 @@ pub fn hostname(record: &ContainerRecord) -> String {
     }
 }
 
-/// The create request for a container whose VM has `layers` disks, then the scratch disk,
-/// and a network device when `networked`.
+/// The create request for a container whose VM has its layers at `layers` on the layer
+/// disk, then the scratch disk, and a network device when `networked`.
 pub fn create_request(
     record: &ContainerRecord,
-    layer_count: usize,
+    layers: &[ByteRange],
     networked: bool,
 ) -> Result<CreateRequest> {
     let spec = &record.spec;
-    if layer_count > MAX_LAYERS {
-        return Err(Error::InvalidArgument(format!(
-            "the image has {layer_count} layers; berth supports up to {MAX_LAYERS}"
-        )));
-    }
+    check_devices(layers.len(), 0)?;
     let oci = docker_spec(&RunConfig {
         args: spec.args.clone(),
         env: spec.env.clone(),
@@ -225,10 +242,11 @@ pub fn create_request(
         cpus: Some(spec.cpus),
         pids_limit: spec.pids_limit,
     });
-    let disk = |i: usize| format!("/dev/vd{}", (b'a' + i as u8) as char);
-    let layers = (0..layer_count)
-        .map(|i| Source::Device {
-            path: disk(i),
+    let layers = layers
+        .iter()
+        .map(|r| Source::Disk {
+            serial: LAYERS_SERIAL.into(),
+            range: Some(*r),
             fstype: Some("erofs".into()),
         })
         .collect();
@@ -240,8 +258,9 @@ pub fn create_request(
         id: record.id.clone(),
         spec: oci,
         layers,
-        scratch: Some(Source::Device {
-            path: disk(layer_count),
+        scratch: Some(Source::Disk {
+            serial: SCRATCH_SERIAL.into(),
+            range: None,
             fstype: Some("ext4".into()),
         }),
         user: (!spec.user.is_empty()).then(|| spec.user.clone()),
@@ -260,6 +279,7 @@ mod tests {
         PreparedImage {
             id: "sha256:abc".into(),
             layers: Vec::new(),
+            layer_bytes: Vec::new(),
             entrypoint: vec!["/entry".into()],
             cmd: vec!["default".into()],
             env: vec!["PATH=/bin".into(), "A=1".into()],
@@ -302,10 +322,25 @@ mod tests {
 
     #[test]
     fn layers_and_shares_must_fit_the_vms_devices() {
-        check_devices(10, 5).unwrap();
-        let e = check_devices(10, 6).unwrap_err().to_string();
-        assert!(e.contains("10 layers and 6 host folders"), "{e}");
-        assert!(check_devices(MAX_LAYERS + 1, 0).is_err());
+        let max = berth_vmm::MAX_VIRTIO_DEVICES;
+        let shares = max - OTHER_DEVICES - 1;
+        check_devices(MAX_LAYERS, shares).unwrap();
+        check_devices(0, shares + 1).unwrap();
+        let e = check_devices(1, shares + 1).unwrap_err().to_string();
+        let need = format!("{} host folders or volumes need {}", shares + 1, max + 1);
+        assert!(e.contains(&need), "{e}");
+        let e = check_devices(MAX_LAYERS + 1, 0).unwrap_err().to_string();
+        assert!(
+            e.contains("has 128 layers; berth runs images of up to 127"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn layers_lie_one_after_another_on_their_disk() {
+        let r = layer_ranges(&[4096, 0, 8192, 512]);
+        let pairs: Vec<_> = r.iter().map(|r| (r.offset, r.length)).collect();
+        assert_eq!(pairs, [(0, 4096), (4096, 0), (4096, 8192), (12288, 512)]);
     }
 
     #[test]
@@ -389,17 +424,25 @@ mod tests {
         o.pids_limit = Some(20);
         let spec = build_spec(&o, &image()).unwrap();
         let record = record(spec);
-        let req = create_request(&record, 2, false).unwrap();
-        let paths: Vec<_> = req
+        let ranges = layer_ranges(&[4096, 8192]);
+        let req = create_request(&record, &ranges, false).unwrap();
+        let disks: Vec<_> = req
             .layers
             .iter()
             .chain(req.scratch.iter())
             .map(|s| match s {
-                Source::Device { path, .. } => path.clone(),
-                Source::Dir { path } => path.clone(),
+                Source::Disk { serial, range, .. } => (serial.as_str(), range.map(|r| r.offset)),
+                other => panic!("{other:?} is not a disk by serial"),
             })
             .collect();
-        assert_eq!(paths, ["/dev/vda", "/dev/vdb", "/dev/vdc"]);
+        assert_eq!(
+            disks,
+            [
+                (LAYERS_SERIAL, Some(0)),
+                (LAYERS_SERIAL, Some(4096)),
+                (SCRATCH_SERIAL, None)
+            ]
+        );
         assert_eq!(req.user.as_deref(), Some("app"));
         let pids = req
             .spec
@@ -414,11 +457,13 @@ mod tests {
             .unwrap()
             .limit();
         assert_eq!(pids, 20);
-        assert!(create_request(&record, 25, false).is_ok());
-        assert!(
-            create_request(&record, 26, false).is_err(),
-            "too many layers for vda..vdz"
+        let many = layer_ranges(&[4096; MAX_LAYERS]);
+        assert_eq!(
+            create_request(&record, &many, false).unwrap().layers.len(),
+            127
         );
+        let too_many = layer_ranges(&[4096; MAX_LAYERS + 1]);
+        assert!(create_request(&record, &too_many, false).is_err());
     }
 
     #[test]
@@ -433,7 +478,7 @@ mod tests {
         let spec = build_spec(&o, &image()).unwrap();
         assert_eq!(spec.network, "default");
         let record = record(spec);
-        let req = create_request(&record, 1, true).unwrap();
+        let req = create_request(&record, &layer_ranges(&[4096]), true).unwrap();
         let net = req.network.unwrap();
         net.validate().unwrap();
         assert_eq!(net.address.to_string(), "192.168.249.2");
@@ -457,7 +502,10 @@ mod tests {
             ]
         );
         // A VM booted only to reach the files has no network device.
-        assert!(create_request(&record, 1, false).unwrap().network.is_none());
+        assert!(create_request(&record, &layer_ranges(&[4096]), false)
+            .unwrap()
+            .network
+            .is_none());
         let mut o = opts(&[]);
         o.network = Some("none".into());
         o.publish = vec![crate::net::parse_publish("80").unwrap()];
@@ -472,7 +520,10 @@ mod tests {
             address: "10.89.3.7".parse().unwrap(),
             aliases: vec!["db".into()],
         });
-        let net = create_request(&on_net, 1, true).unwrap().network.unwrap();
+        let net = create_request(&on_net, &layer_ranges(&[4096]), true)
+            .unwrap()
+            .network
+            .unwrap();
         net.validate().unwrap();
         assert_eq!(net.address.to_string(), "10.89.3.7");
         assert_eq!(net.gateway.to_string(), "10.89.3.1");

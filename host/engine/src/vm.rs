@@ -287,7 +287,8 @@ pub fn vm_memory_mib(memory_mib: u64) -> u64 {
     }
 }
 
-/// Starts the VMM of `record` with its layer disks (lowest first) and scratch disk, in a
+/// Starts the VMM of `record` with its layer files (lowest first) on one disk, laid out
+/// as [`crate::spec::layer_ranges`] says, and its scratch disk, in a
 /// session of its own so that it outlives this CLI. With `net` the VM gets that network
 /// device ([`crate::net::vmm_config`]); without, none.
 pub fn spawn_vmm(
@@ -307,14 +308,19 @@ pub fn spawn_vmm(
         memory_mib: vm_memory_mib(record.spec.memory_mib),
         cpus: vcpus(record.spec.cpus) as u8,
         disks: layers
-            .iter()
-            .map(|l| berth_vmm::DiskConfig {
-                path: l.clone(),
+            .split_first()
+            .map(|(first, rest)| berth_vmm::DiskConfig {
+                path: first.clone(),
                 read_only: true,
+                followed_by: rest.to_vec(),
+                serial: Some(crate::spec::LAYERS_SERIAL.into()),
             })
+            .into_iter()
             .chain(std::iter::once(berth_vmm::DiskConfig {
                 path: files.scratch(),
                 read_only: false,
+                followed_by: Vec::new(),
+                serial: Some(crate::spec::SCRATCH_SERIAL.into()),
             }))
             .collect(),
         vsock: Some(berth_vmm::VsockConfig {

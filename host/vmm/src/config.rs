@@ -17,6 +17,10 @@ pub const MAX_CMDLINE: usize = 2048;
 pub const DEFAULT_GUEST_CID: u64 = 3;
 /// Most shared folders of one VM (each is a virtio-fs device with an interrupt line).
 pub const MAX_SHARES: usize = 16;
+/// Most image files on one disk: docker's most layers of an image, 127, plus one.
+pub const MAX_DISK_FILES: usize = 128;
+/// Longest disk serial (`GET_ID` answers 20 bytes).
+pub const MAX_SERIAL: usize = 20;
 
 /// A whole VM description.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -279,7 +283,7 @@ fn default_true() -> bool {
 }
 
 /// One disk.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiskConfig {
     /// Raw image file (or block device).
@@ -287,6 +291,23 @@ pub struct DiskConfig {
     /// The guest may not write it.
     #[serde(default)]
     pub read_only: bool,
+    /// Image files that follow `path` on the same disk, in order: file `k` starts where
+    /// file `k - 1` ends. Only a read-only disk has them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub followed_by: Vec<PathBuf>,
+    /// What the guest reads in `/sys/block/vdX/serial` (printable ASCII, at most 20
+    /// bytes); `berth-vdX` by position when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+}
+
+impl DiskConfig {
+    /// Every image file of the disk, in disk order.
+    pub fn files(&self) -> Vec<PathBuf> {
+        std::iter::once(self.path.clone())
+            .chain(self.followed_by.iter().cloned())
+            .collect()
+    }
 }
 
 impl std::str::FromStr for DiskConfig {
@@ -305,6 +326,7 @@ impl std::str::FromStr for DiskConfig {
         Ok(DiskConfig {
             path: PathBuf::from(path),
             read_only,
+            ..Default::default()
         })
     }
 }
@@ -439,30 +461,48 @@ impl VmConfig {
 }
 
 fn check_disk(disk: &DiskConfig) -> Result<(), ConfigError> {
+    if !disk.followed_by.is_empty() && !disk.read_only {
+        return Err(ConfigError::WritableDiskFiles(disk.path.clone()));
+    }
+    if disk.followed_by.len() >= MAX_DISK_FILES {
+        return Err(ConfigError::TooManyDiskFiles {
+            path: disk.path.clone(),
+            count: disk.followed_by.len() + 1,
+            max: MAX_DISK_FILES,
+        });
+    }
+    if let Some(serial) = &disk.serial {
+        if serial.is_empty()
+            || serial.len() > MAX_SERIAL
+            || !serial.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(ConfigError::BadSerial(serial.clone()));
+        }
+    }
+    for path in disk.files() {
+        check_disk_file(&path, disk.read_only)?;
+    }
+    Ok(())
+}
+
+fn check_disk_file(path: &Path, read_only: bool) -> Result<(), ConfigError> {
+    let disk_err = |source| ConfigError::Disk {
+        path: path.to_path_buf(),
+        read_only,
+        source,
+    };
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .write(!disk.read_only)
-        .open(&disk.path)
-        .map_err(|source| ConfigError::Disk {
-            path: disk.path.clone(),
-            read_only: disk.read_only,
-            source,
-        })?;
-    let meta = file.metadata().map_err(|source| ConfigError::Disk {
-        path: disk.path.clone(),
-        read_only: disk.read_only,
-        source,
-    })?;
+        .write(!read_only)
+        .open(path)
+        .map_err(disk_err)?;
+    let meta = file.metadata().map_err(disk_err)?;
     if meta.is_dir() {
-        return Err(ConfigError::Disk {
-            path: disk.path.clone(),
-            read_only: disk.read_only,
-            source: std::io::Error::other("it is a directory"),
-        });
+        return Err(disk_err(std::io::Error::other("it is a directory")));
     }
     if meta.is_file() && meta.len() % 512 != 0 {
         return Err(ConfigError::DiskSize {
-            path: disk.path.clone(),
+            path: path.to_path_buf(),
             size: meta.len(),
         });
     }
@@ -618,12 +658,49 @@ mod tests {
         c.disks = vec![DiskConfig {
             path: dir.path().join("nope.img"),
             read_only: true,
+            ..Default::default()
         }];
         assert!(matches!(c.validate(), Err(ConfigError::Disk { .. })));
         let odd = dir.path().join("odd.img");
         std::fs::write(&odd, [0u8; 1000]).unwrap();
         c.disks[0].path = odd;
         assert!(matches!(c.validate(), Err(ConfigError::DiskSize { .. })));
+
+        // A disk of several files: read-only, each file whole sectors, a bounded count,
+        // and a serial the guest can read.
+        let good = dir.path().join("good.img");
+        std::fs::write(&good, [0u8; 1024]).unwrap();
+        c.disks[0] = DiskConfig {
+            path: good.clone(),
+            read_only: true,
+            followed_by: vec![good.clone(); 3],
+            serial: Some("berth-layers".into()),
+        };
+        c.validate().unwrap();
+        c.disks[0].followed_by[1] = dir.path().join("odd.img");
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::DiskSize { path, .. }) if path.ends_with("odd.img")
+        ));
+        c.disks[0].followed_by = vec![good.clone(); MAX_DISK_FILES];
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::TooManyDiskFiles { count: 129, .. })
+        ));
+        c.disks[0].followed_by = vec![good.clone()];
+        c.disks[0].read_only = false;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::WritableDiskFiles(_))
+        ));
+        c.disks[0].read_only = true;
+        for bad in ["", "has space", "twenty-one-characters"] {
+            c.disks[0].serial = Some(bad.into());
+            assert!(
+                matches!(c.validate(), Err(ConfigError::BadSerial(_))),
+                "serial {bad:?}"
+            );
+        }
         c.disks.clear();
 
         let sock = dir.path().join("v.sock");

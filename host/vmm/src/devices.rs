@@ -177,7 +177,11 @@ pub fn build<V: Vm>(
     let mut virtio: Vec<(String, Box<dyn VirtioDevice>)> = Vec::new();
     for (i, disk) in config.disks.iter().enumerate() {
         let letter = char::from(b'a' + (i % 26) as u8);
-        let block = Block::new(&disk.path, disk.read_only, &format!("berth-vd{letter}"))
+        let serial = disk
+            .serial
+            .clone()
+            .unwrap_or_else(|| format!("berth-vd{letter}"));
+        let block = Block::concatenated(&disk.files(), disk.read_only, &serial)
             .map_err(|e| device_err(&format!("disk {}", disk.path.display()), e))?;
         virtio.push((format!("disk {}", disk.path.display()), Box::new(block)));
     }

@@ -94,6 +94,22 @@ pub enum ConfigError {
         /// Its size.
         size: u64,
     },
+    /// disk {0} has further image files, so it must be read-only
+    #[error("disk {0} has further image files, so it must be read-only")]
+    WritableDiskFiles(PathBuf),
+    /// disk {path} is made of {count} image files; a disk takes at most {max}
+    #[error("disk {path} is made of {count} image files; a disk takes at most {max}")]
+    TooManyDiskFiles {
+        /// The disk's first image.
+        path: PathBuf,
+        /// How many files it has.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// disk serial {0:?} must be 1 to 20 printable ASCII characters
+    #[error("disk serial {0:?} must be 1 to 20 printable ASCII characters")]
+    BadSerial(String),
     /// too many devices: berth has interrupt lines for {max} virtio devices
     #[error("too many devices: berth has interrupt lines for {max} virtio devices")]
     TooManyDevices {

@@ -308,6 +308,7 @@ fn disks_and_vsock_appear_on_the_command_line_and_bus() {
         c.disks = vec![DiskConfig {
             path: disk.clone(),
             read_only: true,
+            ..Default::default()
         }];
         c.vsock = Some(VsockConfig {
             socket: sock.clone(),
@@ -408,6 +409,7 @@ fn random_mmio_traffic_against_real_devices_does_not_stop_the_vmm() {
         c.disks = vec![DiskConfig {
             path: disk.clone(),
             read_only: false,
+            ..Default::default()
         }];
         c.vsock = Some(VsockConfig {
             socket: sock.clone(),

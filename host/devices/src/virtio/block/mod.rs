@@ -1,13 +1,14 @@
-//! virtio-blk on a raw image file, read-only or read-write (virtio 1.2, section 5.2).
+//! virtio-blk on a raw image file, read-only or read-write, or on read-only files laid end
+//! to end (virtio 1.2, section 5.2).
 //!
 //! Requests are served synchronously when the guest notifies the queue. Supported:
 //! `IN`, `OUT`, `FLUSH`, `GET_ID`; anything else is answered `UNSUPP`. A read-only disk
 //! offers `VIRTIO_BLK_F_RO` and fails writes with `IOERR`. Image sizes that are not a whole
 //! number of 512-byte sectors are rejected when the device is created.
 
+mod image;
 mod request;
 
-use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use virtio_queue::Queue;
 use super::queue::SingleQueue;
 use super::{device_type, ActivateError, VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1};
 use crate::GuestMemory;
+use image::DiskImage;
 
 /// Bytes per sector, the unit of `capacity` and of request offsets.
 pub const SECTOR_SIZE: u64 = 512;
@@ -56,11 +58,23 @@ pub enum BlockError {
         /// The image.
         path: PathBuf,
     },
+    /// a disk needs at least one image file
+    #[error("a disk needs at least one image file")]
+    NoImage,
+    /// the disk of {path} and further files can only be read-only: several files make one disk only for reading
+    #[error(
+        "the disk of {path} and further files can only be read-only: several files make \
+         one disk only for reading"
+    )]
+    WritableConcatenation {
+        /// The first image.
+        path: PathBuf,
+    },
 }
 
-/// A virtio-blk device on one image file.
+/// A virtio-blk device on one image file, or on read-only files laid end to end.
 pub struct Block {
-    file: File,
+    image: DiskImage,
     read_only: bool,
     capacity: u64,
     id: [u8; ID_BYTES],
@@ -82,47 +96,20 @@ impl Block {
     /// `GET_ID` returns (at most 20 bytes are used; the guest sees it in
     /// `/sys/block/vdX/serial`).
     pub fn new(path: &Path, read_only: bool, id: &str) -> Result<Self, BlockError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(!read_only)
-            .open(path)
-            .map_err(|source| BlockError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let meta = file.metadata().map_err(|source| BlockError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let size = if meta.is_file() {
-            meta.len()
-        } else if std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()) {
-            // Block devices report 0 in metadata: ask the device itself.
-            use std::io::Seek;
-            (&file)
-                .seek(std::io::SeekFrom::End(0))
-                .map_err(|source| BlockError::Open {
-                    path: path.to_path_buf(),
-                    source,
-                })?
-        } else {
-            return Err(BlockError::NotAFile {
-                path: path.to_path_buf(),
-            });
-        };
-        if size % SECTOR_SIZE != 0 {
-            return Err(BlockError::UnalignedSize {
-                path: path.to_path_buf(),
-                size,
-            });
-        }
+        Self::concatenated(&[path.to_path_buf()], read_only, id)
+    }
+
+    /// Opens `paths` as one disk holding each file in turn, from byte 0 of the first:
+    /// file `k` starts where file `k - 1` ends. Several files make a read-only disk only.
+    pub fn concatenated(paths: &[PathBuf], read_only: bool, id: &str) -> Result<Self, BlockError> {
+        let image = DiskImage::open(paths, read_only)?;
         let mut id_bytes = [0u8; ID_BYTES];
         for (d, s) in id_bytes.iter_mut().zip(id.bytes()) {
             *d = s;
         }
-        let capacity = size / SECTOR_SIZE;
+        let capacity = image.len() / SECTOR_SIZE;
         Ok(Self {
-            file,
+            image,
             read_only,
             capacity,
             id: id_bytes,
@@ -142,7 +129,7 @@ impl Block {
             return;
         };
         let disk = request::Disk {
-            file: &self.file,
+            image: &self.image,
             read_only: self.read_only,
             capacity: self.capacity,
             id: &self.id,

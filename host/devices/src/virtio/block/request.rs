@@ -4,14 +4,13 @@
 //! requires): the readable part starts with the 16-byte header (then the data of an `OUT`),
 //! the writable part holds the data of an `IN` or `GET_ID` and ends with the status byte.
 
-use std::fs::File;
 use std::io::{Read, Write};
-use std::os::unix::fs::FileExt;
 
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::DescriptorChain;
 use vm_memory::{Address, Bytes};
 
+use super::image::DiskImage;
 use super::SECTOR_SIZE;
 use crate::GuestMemory;
 
@@ -29,7 +28,7 @@ const CHUNK: usize = 64 * 1024;
 
 /// What a request needs to know about the disk.
 pub(super) struct Disk<'a> {
-    pub file: &'a File,
+    pub image: &'a DiskImage,
     pub read_only: bool,
     pub capacity: u64,
     pub id: &'a [u8; super::ID_BYTES],
@@ -136,7 +135,7 @@ fn serve(
             let mut left = len;
             while left > 0 {
                 let n = left.min(CHUNK);
-                if disk.file.read_exact_at(&mut buf[..n], offset).is_err()
+                if disk.image.read_exact_at(&mut buf[..n], offset).is_err()
                     || writer.write_all(&buf[..n]).is_err()
                 {
                     return VIRTIO_BLK_S_IOERR;
@@ -159,7 +158,7 @@ fn serve(
             while left > 0 {
                 let n = left.min(CHUNK);
                 if reader.read_exact(&mut buf[..n]).is_err()
-                    || disk.file.write_all_at(&buf[..n], offset).is_err()
+                    || disk.image.write_all_at(&buf[..n], offset).is_err()
                 {
                     return VIRTIO_BLK_S_IOERR;
                 }
@@ -169,7 +168,7 @@ fn serve(
             VIRTIO_BLK_S_OK
         }
         VIRTIO_BLK_T_FLUSH => {
-            if disk.read_only || disk.file.sync_data().is_ok() {
+            if disk.read_only || disk.image.sync_data().is_ok() {
                 VIRTIO_BLK_S_OK
             } else {
                 VIRTIO_BLK_S_IOERR

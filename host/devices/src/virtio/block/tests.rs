@@ -302,3 +302,75 @@ fn unaligned_and_missing_images_are_rejected() {
         Err(BlockError::NotAFile { .. }) | Err(BlockError::Open { .. })
     ));
 }
+
+/// Files of `sectors[k]` sectors each, filled with byte `k + 1`.
+fn parts(sectors: &[usize]) -> Vec<tempfile::NamedTempFile> {
+    sectors
+        .iter()
+        .enumerate()
+        .map(|(k, &n)| {
+            let mut f = tempfile::NamedTempFile::new().unwrap();
+            f.write_all(&vec![k as u8 + 1; n * 512]).unwrap();
+            f
+        })
+        .collect()
+}
+
+#[test]
+fn concatenated_files_read_as_one_disk_across_their_boundaries() {
+    let mem = memory();
+    // An empty file in the middle takes no room.
+    let files = parts(&[1, 2, 0, 3]);
+    let paths: Vec<PathBuf> = files.iter().map(|f| f.path().to_path_buf()).collect();
+    let mut block = Block::concatenated(&paths, true, "berth-layers").unwrap();
+    assert_eq!(block.capacity(), 6);
+    // Sectors 0..6 are 1, 2, 2, 4, 4, 4: read all of them in one request.
+    let out = run(&mut block, &mem, &request(&mem, 0, 0, 6 * 512, true));
+    assert_eq!(out.status, 0);
+    let mut buf = vec![0u8; 6 * 512];
+    mem.read_slice(&mut buf, GuestAddress(DATA)).unwrap();
+    let by_sector: Vec<u8> = buf.chunks(512).map(|c| c[0]).collect();
+    assert_eq!(by_sector, vec![1, 2, 2, 4, 4, 4]);
+    assert!(buf.chunks(512).all(|c| c.iter().all(|&b| b == c[0])));
+    // A read that starts inside the second file and ends inside the fourth.
+    let out = run(&mut block, &mem, &request(&mem, 0, 2, 2 * 512, true));
+    assert_eq!(out.status, 0);
+    mem.read_slice(&mut buf[..1024], GuestAddress(DATA))
+        .unwrap();
+    assert_eq!((buf[0], buf[512]), (2, 4));
+    // Past the end, and writes, fail with IOERR.
+    assert_eq!(
+        run(&mut block, &mem, &request(&mem, 0, 5, 1024, true)).status,
+        1
+    );
+    assert_eq!(
+        run(&mut block, &mem, &request(&mem, 1, 0, 512, false)).status,
+        1
+    );
+    assert!(std::fs::read(files[0].path())
+        .unwrap()
+        .iter()
+        .all(|&b| b == 1));
+}
+
+#[test]
+fn concatenated_disks_are_read_only_and_need_a_file() {
+    let files = parts(&[1, 1]);
+    let paths: Vec<PathBuf> = files.iter().map(|f| f.path().to_path_buf()).collect();
+    assert!(matches!(
+        Block::concatenated(&paths, false, "x"),
+        Err(BlockError::WritableConcatenation { .. })
+    ));
+    assert!(matches!(
+        Block::concatenated(&[], true, "x"),
+        Err(BlockError::NoImage)
+    ));
+    let odd = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(odd.path(), [0u8; 100]).unwrap();
+    let with_odd = vec![paths[0].clone(), odd.path().to_path_buf()];
+    let err = Block::concatenated(&with_odd, true, "x").unwrap_err();
+    assert!(
+        matches!(&err, BlockError::UnalignedSize { path, size: 100 } if path == odd.path()),
+        "{err}"
+    );
+}
