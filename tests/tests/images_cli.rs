@@ -31,6 +31,9 @@ impl Env {
             .env("BERTH_CONFIG_DIR", self.dir.path().join("config"))
             .env("DOCKER_CONFIG", self.dir.path().join("docker"))
             .env_remove("BERTH_INSECURE_REGISTRIES");
+        // The test's own programs (credential helpers) come first.
+        let path = std::env::var("PATH").unwrap_or_default();
+        c.env("PATH", format!("{}:{path}", self.path("bin").display()));
         c
     }
 
@@ -255,6 +258,53 @@ fn login_logout_and_docker_config() {
     )
     .unwrap();
     env.ok(&["pull", "-q", &src]);
+    env.ok(&["rmi", &src]);
+
+    // Credential helpers, as Docker Desktop configures them: the registry's own helper
+    // gets the server on stdin and answers JSON; a store without the login answers
+    // "credentials not found"; a helper that is not installed is named.
+    std::fs::create_dir_all(env.path("bin")).unwrap();
+    let helper = |name: &str, body: &str| {
+        let p = env.path(&format!("bin/docker-credential-{name}"));
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    let asked = env.path("asked");
+    helper(
+        "berthtest",
+        &format!(
+            "[ \"$1\" = get ] || exit 3\ncat > '{}'\n\
+             printf '{{\"ServerURL\":\"x\",\"Username\":\"{user}\",\"Secret\":\"{password}\"}}'",
+            asked.display()
+        ),
+    );
+    helper(
+        "empty",
+        "echo 'credentials not found in native keychain'; exit 1",
+    );
+    let docker_config = |v: serde_json::Value| {
+        std::fs::write(
+            env.path("docker/config.json"),
+            serde_json::to_vec(&v).unwrap(),
+        )
+        .unwrap()
+    };
+    docker_config(serde_json::json!({
+        "credsStore": "empty",
+        "credHelpers": { auth_reg.clone(): "berthtest" }
+    }));
+    env.ok(&["pull", "-q", &src]);
+    assert_eq!(std::fs::read_to_string(&asked).unwrap(), auth_reg);
+    env.ok(&["rmi", &src]);
+    docker_config(serde_json::json!({ "credsStore": "empty" }));
+    let err = env.fails(&["pull", "-q", &src]);
+    assert!(err.contains("unauthorized"), "{err}");
+    docker_config(serde_json::json!({ "credsStore": "nope" }));
+    let err = env.fails(&["pull", "-q", &src]);
+    assert!(
+        err.contains("docker-credential-nope") && err.contains("not found on PATH"),
+        "{err}"
+    );
 }
 
 /// Minimal base64 for the test's docker config (standard alphabet, padded).

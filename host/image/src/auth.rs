@@ -3,7 +3,8 @@
 //!
 //! berth's file is `$BERTH_CONFIG_DIR/auth.json`, else `$XDG_CONFIG_HOME/berth/auth.json`,
 //! else `~/.config/berth/auth.json` (mode 0600). Docker's is `$DOCKER_CONFIG/config.json`,
-//! else `~/.docker/config.json`; berth reads it and never writes it. berth's file wins.
+//! else `~/.docker/config.json`; berth reads it and never writes it, and runs the
+//! credential helpers it names ([`crate::credhelper`]). berth's file wins.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -110,9 +111,21 @@ fn find_in(path: &Path, registry: &str) -> Result<Option<Credentials>> {
     let Some(v) = read_json(path)? else {
         return Ok(None);
     };
-    let Some(auths) = v.get("auths").and_then(|a| a.as_object()) else {
-        return Ok(None);
-    };
+    // Docker's order: the registry's own helper, then the file's entries, then the
+    // default store.
+    if let Some(helpers) = v.get("credHelpers").and_then(|h| h.as_object()) {
+        for (key, helper) in helpers {
+            if key_registry(key) == registry {
+                let helper = helper.as_str().ok_or_else(|| Error::Credentials {
+                    path: path.to_path_buf(),
+                    reason: format!("credHelpers entry {key:?} is not a string"),
+                })?;
+                return crate::credhelper::get(helper, key);
+            }
+        }
+    }
+    let empty = serde_json::Map::new();
+    let auths = v.get("auths").and_then(|a| a.as_object()).unwrap_or(&empty);
     for (key, entry) in auths {
         if key_registry(key) != registry {
             continue;
@@ -144,13 +157,16 @@ fn find_in(path: &Path, registry: &str) -> Result<Option<Credentials>> {
             }));
         }
     }
-    if v.get("credsStore").is_some() || v.get("credHelpers").is_some() {
-        tracing::warn!(
-            "{} uses credential helpers, which berth does not run; use `berth login {registry}`",
-            path.display()
-        );
+    match v.get("credsStore") {
+        Some(serde_json::Value::String(store)) if !store.is_empty() => {
+            crate::credhelper::get(store, &config_key(registry))
+        }
+        Some(serde_json::Value::String(_)) | None => Ok(None),
+        Some(_) => Err(Error::Credentials {
+            path: path.to_path_buf(),
+            reason: "\"credsStore\" is not a string".into(),
+        }),
     }
-    Ok(None)
 }
 
 /// Finds credentials for a registry (berth's file first, then docker's).

@@ -176,6 +176,14 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// credential helper {helper}: {reason}
+    #[error("credential helper {helper}: {reason}")]
+    CredentialHelper {
+        /// The helper's program.
+        helper: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// cannot find a data directory: set BERTH_ROOT, XDG_DATA_HOME or HOME
     #[error("cannot find a data directory: set BERTH_ROOT, XDG_DATA_HOME or HOME")]
     NoDataDir,

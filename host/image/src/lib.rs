@@ -40,6 +40,7 @@
 
 pub mod archive;
 pub mod auth;
+pub mod credhelper;
 pub mod erofs;
 pub mod error;
 pub mod layer;

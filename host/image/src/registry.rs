@@ -238,7 +238,9 @@ impl Client {
         format!("{}://{host}", if plain { "http" } else { "https" })
     }
 
-    fn credentials(&self, registry: &str) -> Result<Option<Credentials>> {
+    /// The credentials given for `registry`, else those of the config files, read (and
+    /// any credential helper run) off the async threads.
+    async fn credentials(&self, registry: &str) -> Result<Option<Credentials>> {
         if let Some(c) = self
             .explicit
             .lock()
@@ -248,7 +250,13 @@ impl Client {
         {
             return Ok(Some(c));
         }
-        auth::lookup(registry)
+        let registry = registry.to_string();
+        tokio::task::spawn_blocking(move || auth::lookup(&registry))
+            .await
+            .map_err(|e| Error::Malformed {
+                what: "credential lookup".into(),
+                reason: e.to_string(),
+            })?
     }
 
     /// Answers a 401 challenge: returns the Authorization header value to retry with.
@@ -259,7 +267,7 @@ impl Client {
         scopes: &[String],
         sent_credentials: bool,
     ) -> Result<String> {
-        let creds = self.credentials(registry)?;
+        let creds = self.credentials(registry).await?;
         let unauthorized = |detail: String| Error::Unauthorized {
             registry: registry.to_string(),
             detail,
