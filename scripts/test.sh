@@ -6,7 +6,7 @@
 #  3. the guest artefacts: the agent's initramfs and the test initramfs;
 #  4. the services tests talk to: registry servers on loopback;
 #  5. every test binary with its ignored tests included: binaries named vm_* inside
-#     scripts/with-kvm.sh (one harness machine per test), the others on the host
+#     scripts/with-kvm.sh (one harness machine per binary), the others on the host
 #     as root; then the doc tests.
 # Ends with a summary line "tests: N passed, N failed".
 set -euo pipefail
@@ -90,34 +90,100 @@ done <"$tests_list"
 
 section "VM tests (through scripts/with-kvm.sh)"
 one=$(mktemp)
-# One harness machine per test. Where that machine is QEMU's emulation, its nested SVM
-# sometimes breaks the machine's own kernel (a panic, or it stops responding: see
-# with-kvm.sh); the test then reruns in a fresh machine, at most twice, and says so. A
-# machine per test keeps such a break from costing a whole binary's run, and each test
-# starts from nothing. A failing test is never rerun.
+vm_passed=0
+vm_failed=0
+# Sorts the tests of one run of a VM test binary (its output in $one) into the arrays
+# passed, failed (with a report) and redo (to run again). A test that failed because a
+# micro-VM inside the harness triple-faulted, or whose report the broken machine took
+# with it, is redone; `running` is the one that had started and not finished.
+sort_results() {
+  passed=() failed=() redo=() running=
+  local kind name
+  while read -r kind name; do
+    case "$kind" in
+      ok) passed+=("$name") ;;
+      failed) failed+=("$name") ;;
+      redo) redo+=("$name") ;;
+      running) running=$name ;;
+    esac
+  done < <(awk '
+    /^---- .* stdout ----$/ { block = $2; reported[block] = 1; next }
+    /^failures:$/ || /^test result:/ { block = "" }
+    block != "" && /triple-faulted \(the guest crashed\)/ { faulted[block] = 1 }
+    /^test [^ ]+ \.\.\. / {
+      name = $2; result = $4; last = name
+      if (result == "ok") ok[name] = 1
+      else if (result == "FAILED") bad[name] = 1
+    }
+    END {
+      for (n in ok) print "ok", n
+      for (n in bad) print ((n in reported) && !(n in faulted) ? "failed" : "redo"), n
+      if (last != "" && !(last in ok) && !(last in bad)) print "running", last
+    }' "$one")
+}
+# One harness machine per test binary, its tests one at a time. Where that machine is
+# QEMU's emulation, its nested SVM sometimes breaks the machine's own kernel (a panic, or
+# it stops responding: see with-kvm.sh): the tests that had not finished then run in a
+# fresh machine, at most twice per binary, and the log says so; those that finished
+# keep their results. A test that failed on its own is never rerun; one that outran the
+# binary's time limit fails and the rest go on in a fresh machine.
 while IFS=$'\t' read -r name exe dir; do
   case "$name" in vm_*) ;; *) continue ;; esac
   echo "---- $name"
-  vm_tests=$("$exe" --list --include-ignored 2>/dev/null | sed -n 's/: test$//p')
-  if [ -z "$vm_tests" ]; then
+  mapfile -t pending < <("$exe" --list --include-ignored 2>/dev/null | sed -n 's/: test$//p')
+  if [ ${#pending[@]} -eq 0 ]; then
     echo "$name lists no tests" | tee -a "$results"
     status=1
     continue
   fi
-  for t in $vm_tests; do
-    (cd "$dir" && "$here/with-kvm.sh" --timeout "${BERTH_VM_TEST_TIMEOUT:-600}" --retries 2 -- \
-      "$exe" --include-ignored --exact "$t") 2>&1 | grep --line-buffered -vE '^(running 1 test|)$' | tee "$one" || status=1
-    # A rerun's report replaces the broken machine's: only the last attempt is counted.
-    awk '/^with-kvm: running .* again from the start/ { kept = ""; next } { kept = kept $0 "\n" }
-      END { printf "%s", kept }' "$one" >>"$results"
+  breaks=0
+  while [ ${#pending[@]} -gt 0 ]; do
+    limit=$(( ${#pending[@]} * ${BERTH_VM_TEST_TIMEOUT:-300} ))
+    set +e
+    (cd "$dir" && "$here/with-kvm.sh" --timeout "$limit" -- \
+      "$exe" --include-ignored --test-threads=1 --exact "${pending[@]}") 2>&1 | tee "$one"
+    rc=${PIPESTATUS[0]}
+    set -e
+    if [ "$rc" -ne 124 ] && [ "$rc" -ne 125 ]; then
+      # The binary ran to its end: its summary line counts.
+      cat "$one" >>"$results"
+      [ "$rc" -eq 0 ] || status=1
+      break
+    fi
+    sort_results
+    vm_passed=$(( vm_passed + ${#passed[@]} ))
+    vm_failed=$(( vm_failed + ${#failed[@]} ))
+    for t in "${failed[@]}"; do echo "$name: $t FAILED (see its report above)" | tee -a "$results"; done
+    done_now=" ${passed[*]} ${failed[*]} "
+    if [ "$rc" -eq 124 ] && [ -n "$running" ]; then
+      echo "$name: $running FAILED: it did not finish within the binary's ${limit}s" | tee -a "$results"
+      vm_failed=$(( vm_failed + 1 ))
+      done_now+="$running "
+    elif [ "$rc" -eq 125 ]; then
+      breaks=$(( breaks + 1 ))
+    fi
+    left=()
+    for t in "${pending[@]}"; do
+      case "$done_now" in *" $t "*) ;; *) left+=("$t") ;; esac
+    done
+    if [ ${#left[@]} -gt 0 ] && { [ "$breaks" -gt 2 ] ||
+      { [ "$rc" -eq 124 ] && [ ${#left[@]} -eq ${#pending[@]} ]; }; }; then
+      # Broken too often, or out of time with no test finished: what is left fails.
+      echo "$name: the harness machine broke $breaks times or ran out of time; not run: ${left[*]}" | tee -a "$results"
+      vm_failed=$(( vm_failed + ${#left[@]} ))
+      status=1
+      break
+    fi
+    pending=("${left[@]}")
+    [ ${#pending[@]} -eq 0 ] || echo "$name: running the ${#pending[@]} unfinished tests again in a fresh harness machine: ${pending[*]}"
   done
 done <"$tests_list"
 
 section "doc tests"
 cargo test --workspace --locked --doc 2>&1 | tee -a "$results" || status=1
 
-passed=$(grep -oE '^test result: .* ([0-9]+) passed' "$results" | grep -oE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
-failed=$(grep -oE '^test result: .*; ([0-9]+) failed' "$results" | grep -oE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+passed=$(grep -oE '^test result: .* ([0-9]+) passed' "$results" | grep -oE '[0-9]+ passed' | awk -v vm="$vm_passed" '{s+=$1} END {print s+vm}')
+failed=$(grep -oE '^test result: .*; ([0-9]+) failed' "$results" | grep -oE '[0-9]+ failed' | awk -v vm="$vm_failed" '{s+=$1} END {print s+vm}')
 rm -f "$tests_list" "$results" "$one"
 if [ "$failed" -ne 0 ]; then status=1; fi
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
