@@ -24,6 +24,40 @@ pub struct Mode {
     pub interactive: bool,
 }
 
+/// This process's stdin as an async reader that never holds up the exit. A thread of its
+/// own reads it: `tokio::io::stdin` reads on the runtime's blocking pool, and the runtime
+/// waits at shutdown for that read, which only Enter (or EOF) ends.
+fn stdin_reader() -> tokio::io::DuplexStream {
+    use std::io::Read;
+    let (reader, mut writer) = tokio::io::duplex(64 * 1024);
+    let handle = tokio::runtime::Handle::current();
+    let spawned = std::thread::Builder::new()
+        .name("berth-stdin".into())
+        .spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                let n = match stdin.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        tracing::warn!("reading stdin: {e}");
+                        break;
+                    }
+                };
+                if handle.block_on(writer.write_all(&buf[..n])).is_err() {
+                    break;
+                }
+            }
+            // Dropping the writer is the reader's EOF.
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start the stdin reader, so stdin is empty: {e}");
+    }
+    reader
+}
+
 /// Puts the terminal in raw mode and restores it when dropped.
 struct RawTerminal {
     saved: Termios,
@@ -124,7 +158,7 @@ pub async fn attach(
     }
     let out_task = tokio::spawn(pump_output(out, LogStream::Stdout, log.clone()));
     let err_task = err.map(|e| tokio::spawn(pump_output(e, LogStream::Stderr, log.clone())));
-    let in_task = input.map(|i| tokio::spawn(berth_engine::pump_stdin(tokio::io::stdin(), i)));
+    let in_task = input.map(|i| tokio::spawn(berth_engine::pump_stdin(stdin_reader(), i)));
 
     // Signals: with a terminal, ^C travels as a byte; otherwise forward them.
     let forward = {
