@@ -113,6 +113,22 @@ fn stdin_is_piped_through() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     written.expect("berth read all of stdin");
     assert_eq!(text(&out.stdout).trim(), "100000", "all of stdin, then EOF");
+
+    // A container that ends without reading its stdin ends the run at once, even while
+    // this stdin stays open and silent (as a terminal does until Enter).
+    let mut child = berth_command(root())
+        .args(["run", "--rm", "-i", IMAGE, "echo", "done"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Held open (and silent) until berth has ended: a berth that waits for it fails here.
+    let open_stdin = child.stdin.take();
+    let out = finish(child, Duration::from_secs(90));
+    drop(open_stdin);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "done\n");
 }
 
 #[test]
@@ -876,4 +892,108 @@ fn images_of_40_and_127_layers_run_and_128_are_refused_before_a_vm_starts() {
     );
     assert_eq!(container_dirs(), before, "nothing was created");
     ok(&["rmi", "berth.local/stack:40", "berth.local/stack:127", tag]);
+}
+
+/// The resident memory of every `berth-vmm` process, in KiB.
+fn vmm_rss_kib() -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let first = cmdline
+            .split(|b| *b == 0)
+            .next()
+            .map(text)
+            .unwrap_or_default();
+        if !first.ends_with("berth-vmm") {
+            continue;
+        }
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        total += status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    total
+}
+
+#[test]
+#[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
+fn ten_containers_start_stop_and_go_in_parallel() {
+    const N: usize = 10;
+    let names: Vec<String> = (0..N).map(|i| format!("par{i}")).collect();
+    let before = container_dirs();
+    let parallel = |args: &dyn Fn(&str) -> Vec<String>| -> Vec<Output> {
+        let children: Vec<_> = names
+            .iter()
+            .map(|n| {
+                berth_command(root())
+                    .args(args(n))
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        children
+            .into_iter()
+            .map(|c| finish(c, COMMAND_LIMIT))
+            .collect()
+    };
+    let started = Instant::now();
+    // Each ends on SIGTERM with a code of its own: par3 with 13, and so on.
+    let code = |n: &str| 10 + n.trim_start_matches("par").parse::<u32>().unwrap();
+    let runs = parallel(&|n| {
+        let script = format!("trap 'exit {}' TERM; while :; do sleep 0.2; done", code(n));
+        [
+            "run", "-d", "-m", "64m", "--name", n, IMAGE, "sh", "-c", &script,
+        ]
+        .map(String::from)
+        .to_vec()
+    });
+    let took = started.elapsed();
+    for (n, out) in names.iter().zip(&runs) {
+        assert!(out.status.success(), "run {n}: {}", text(&out.stderr));
+    }
+    let ids: Vec<String> = runs
+        .iter()
+        .map(|o| text(&o.stdout).trim().to_string())
+        .collect();
+    let unique: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), N, "ten containers, ten IDs: {ids:?}");
+    // Every one runs in a VM of its own, and answers.
+    let ps = ok(&["ps"]);
+    for n in &names {
+        assert!(
+            ps.lines()
+                .any(|l| l.ends_with(n.as_str()) && l.contains("Up")),
+            "{n}:\n{ps}"
+        );
+    }
+    let rss = vmm_rss_kib();
+    println!(
+        "{N} parallel runs: {:.1} s until all were up; the VMMs' resident memory: {} MiB",
+        took.as_secs_f64(),
+        rss / 1024
+    );
+    let stops = parallel(&|n| ["stop", "-t", "5", n].map(String::from).to_vec());
+    for (n, out) in names.iter().zip(&stops) {
+        assert!(out.status.success(), "stop {n}: {}", text(&out.stderr));
+    }
+    let all = ok(&["ps", "-a"]);
+    for n in &names {
+        let line = all.lines().find(|l| l.ends_with(n.as_str())).unwrap_or("");
+        let want = format!("Exited ({})", code(n));
+        assert!(line.contains(&want), "{n}: {line}\n{all}");
+    }
+    let rms = parallel(&|n| ["rm", n].map(String::from).to_vec());
+    for (n, out) in names.iter().zip(&rms) {
+        assert!(out.status.success(), "rm {n}: {}", text(&out.stderr));
+    }
+    let all = ok(&["ps", "-a"]);
+    assert!(!names.iter().any(|n| all.contains(n.as_str())), "{all}");
+    assert_eq!(container_dirs(), before, "every container's folder is gone");
+    assert_no_orphan_vmms();
 }
