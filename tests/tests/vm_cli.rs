@@ -969,7 +969,8 @@ fn ten_containers_start_stop_and_go_in_parallel() {
         assert!(
             ps.lines()
                 .any(|l| l.ends_with(n.as_str()) && l.contains("Up")),
-            "{n}:\n{ps}"
+            "{n} is not up:\n{ps}\n{}",
+            b().diagnostics()
         );
     }
     let rss = vmm_rss_kib();
