@@ -1,11 +1,18 @@
 //! berth: docker-like CLI for Linux containers, each in its own micro-VM.
+//!
+//! Containers, user-defined networks and the Docker API service are for Unix hosts only:
+//! they drive the engine's container runtime and its Unix sockets (see `berth_engine`).
+//! Elsewhere the CLI has images, volumes and `vm`.
 
 use std::process::ExitCode;
 
+#[cfg(unix)]
 mod containers;
 mod format;
 mod images;
+#[cfg(unix)]
 mod networks;
+#[cfg(unix)]
 mod system;
 mod vm;
 mod volumes;
@@ -25,6 +32,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    #[cfg(unix)]
     #[command(flatten)]
     Container(containers::ContainerCommand),
     #[command(flatten)]
@@ -33,9 +41,11 @@ enum Command {
     #[command(subcommand)]
     Volume(volumes::VolumeCommand),
     /// Manage user-defined networks
+    #[cfg(unix)]
     #[command(subcommand)]
     Network(networks::NetworkCommand),
     /// berth as a service: the Docker Engine API
+    #[cfg(unix)]
     #[command(subcommand)]
     System(system::SystemCommand),
     /// Run a micro-VM by hand (kernel, initrd, disks, vsock).
@@ -61,12 +71,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
+        #[cfg(unix)]
         Command::Container(c) => return containers::main(c),
         Command::Vm(c) => return vm::main(c),
         Command::Vmm(a) => return vm::vmm_main(a),
         Command::Image(c) => block_on(images::run(c)),
+        #[cfg(unix)]
         Command::System(c) => block_on(system::run(c)),
         Command::Volume(c) => volumes::run(c),
+        #[cfg(unix)]
         Command::Network(c) => networks::run(c),
     };
     match result {

@@ -21,7 +21,6 @@ use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -338,11 +337,10 @@ pub fn validate_name(name: &str) -> Result<()> {
 /// then renamed over it).
 fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     let tmp = path.with_extension("json.tmp");
-    let mut f = OpenOptions::new()
+    let mut f = private_file()
         .create(true)
         .truncate(true)
         .write(true)
-        .mode(0o600)
         .open(&tmp)
         .map_err(io("write", &tmp))?;
     let json = serde_json::to_vec_pretty(value).map_err(|source| Error::Corrupt {
@@ -357,22 +355,50 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
 
 /// Takes the flock on `path` (created owner-only), waiting for whoever holds it.
 fn lock_file(path: &Path) -> Result<Lock> {
-    let file = OpenOptions::new()
+    let file = private_file()
         .create(true)
         .truncate(false)
         .write(true)
-        .mode(0o600)
         .open(path)
         .map_err(io("open", path))?;
     file.lock().map_err(io("lock", path))?;
     Ok(Lock { _file: file })
 }
 
+/// Options that create a file open to its owner only (mode 0600).
+#[cfg(unix)]
+pub fn private_file() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+}
+
+/// Options that create a file open to its owner only: on Windows, a new file takes the
+/// access list of its folder, and berth's folders are in the user's own profile.
+#[cfg(not(unix))]
+pub fn private_file() -> OpenOptions {
+    OpenOptions::new()
+}
+
+/// A folder builder whose folders get `mode`.
+#[cfg(unix)]
+fn dir_builder(mode: u32) -> fs::DirBuilder {
+    let mut builder = fs::DirBuilder::new();
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, mode);
+    builder
+}
+
+/// A folder builder: on Windows a new folder takes the access list of its parent, so there
+/// is no mode to give.
+#[cfg(not(unix))]
+fn dir_builder(_mode: u32) -> fs::DirBuilder {
+    fs::DirBuilder::new()
+}
+
 /// Makes folder `dir` (and those above it) when missing, open to its owner only.
 pub fn private_dir(dir: &Path) -> Result<()> {
-    fs::DirBuilder::new()
+    dir_builder(0o700)
         .recursive(true)
-        .mode(0o700)
         .create(dir)
         .map_err(io("create", dir))
 }
@@ -498,8 +524,7 @@ impl Store {
         };
         let id = generate_id()?;
         let dir = self.dir(&id);
-        fs::DirBuilder::new()
-            .mode(0o700)
+        dir_builder(0o700)
             .create(&dir)
             .map_err(io("create", &dir))?;
         let record = ContainerRecord {

@@ -11,13 +11,14 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::mounts::valid_volume_name;
-use crate::{generate_id, io, lock_file, now, private_dir, write_json, Error, Lock, Result};
+use crate::{
+    dir_builder, generate_id, io, lock_file, now, private_dir, write_json, Error, Lock, Result,
+};
 
 /// One volume.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,9 +82,8 @@ impl VolumeStore {
         }
         let data = self.data(&name);
         // Anyone in the container may write a volume: the container decides, as docker's.
-        fs::DirBuilder::new()
+        dir_builder(0o755)
             .recursive(true)
-            .mode(0o755)
             .create(&data)
             .map_err(io("create", &data))?;
         let volume = Volume {

@@ -8,6 +8,7 @@
 //! never panic and never loop on guest-controlled values.
 
 pub mod bus;
+pub mod fileio;
 pub mod i8042;
 pub mod serial;
 pub mod virtio;

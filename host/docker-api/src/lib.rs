@@ -16,7 +16,7 @@
 //! Docker's 404 `page not found`.
 //!
 //! Module map: [`backend`] (the trait), [`types`] (Docker's JSON),
-//! [`server`] (socket, peer check, limits), [`router`] (paths, versions),
+//! [`server`] (socket, peer check), [`router`] (paths, versions, limits),
 //! [`hijack`] (attach/exec streams), [`filters`], [`error`], and one module
 //! of handlers per area ([`containers`], [`exec`], [`images`], [`networks`],
 //! [`system`], [`volumes`]).
@@ -32,6 +32,9 @@ pub mod networks;
 pub mod request;
 pub mod response;
 pub mod router;
+/// Unix hosts only: the API is served on a Unix socket (docker on Windows uses a named
+/// pipe, which berth does not serve yet).
+#[cfg(unix)]
 pub mod server;
 pub mod system;
 pub mod time;
@@ -40,4 +43,6 @@ pub mod volumes;
 
 pub use backend::*;
 pub use error::{ApiError, ServeError};
-pub use server::{serve, serve_listener, Limits, Server};
+pub use router::Limits;
+#[cfg(unix)]
+pub use server::{serve, serve_listener, Server};

@@ -10,7 +10,6 @@ use crate::backend::Backend;
 use crate::error::ApiError;
 use crate::request::{percent_decode, Query};
 use crate::response::{self, ApiResult, Body};
-use crate::server::Limits;
 use crate::{containers, exec, images, networks, system, volumes};
 
 /// Oldest API version served.
@@ -21,6 +20,25 @@ pub const MAX_API_VERSION: (u32, u32) = (1, 51);
 /// Formats an API version as "1.NN".
 pub fn version_string(v: (u32, u32)) -> String {
     format!("{}.{}", v.0, v.1)
+}
+
+/// Request limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request head (and read buffer) in bytes; at least 8 KiB.
+    pub max_header_bytes: usize,
+    /// Largest JSON request body in bytes. Tar bodies (archive upload,
+    /// image load) are streamed and not limited.
+    pub max_json_body: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: 64 * 1024,
+            max_json_body: 1024 * 1024,
+        }
+    }
 }
 
 /// What every handler gets.

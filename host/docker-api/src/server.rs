@@ -17,26 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::backend::Backend;
 use crate::error::ServeError;
-use crate::router::{self, Ctx};
-
-/// Request limits.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Largest request head (and read buffer) in bytes; at least 8 KiB.
-    pub max_header_bytes: usize,
-    /// Largest JSON request body in bytes. Tar bodies (archive upload,
-    /// image load) are streamed and not limited.
-    pub max_json_body: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_header_bytes: 64 * 1024,
-            max_json_body: 1024 * 1024,
-        }
-    }
-}
+use crate::router::{self, Ctx, Limits};
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> ServeError {
     let context = context.into();

@@ -7,6 +7,11 @@
 //! records and volumes into docker's plain response data, engine errors into
 //! [`BackendError`] kinds. What docker keeps in the daemon's memory (attachments waiting for a start,
 //! exec instances, the event feed) lives in [`BerthBackend`].
+//!
+//! Unix hosts only: every call drives the engine's container runtime, which is Unix-only
+//! (see `berth_engine`), and the API is served on a Unix socket.
+
+#![cfg(unix)]
 
 mod containers;
 mod events;

@@ -8,16 +8,26 @@
 //! its end, exec, stop, kill, wait, remove, logs, stats, top, copies and commits. It knows
 //! nothing of clap, terminals or HTTP: it takes plain options, returns data and streams,
 //! and fails with one typed [`Error`].
+//!
+//! Running containers ([`vm`], `lifecycle`, `ops`) is for Unix hosts only: VMM processes
+//! in their own sessions, Unix sockets to the VMs and the agents, Unix signals. Elsewhere
+//! the engine keeps its records, images, networks and plans, and what only that runtime
+//! calls is unused.
+
+#![cfg_attr(not(unix), allow(dead_code))]
 
 mod error;
 pub mod image;
+#[cfg(unix)]
 mod lifecycle;
 pub mod logfile;
 pub mod mounts;
 pub mod net;
 pub mod networks;
+#[cfg(unix)]
 mod ops;
 pub mod spec;
+#[cfg(unix)]
 pub mod vm;
 
 use std::path::{Path, PathBuf};
@@ -27,9 +37,12 @@ pub use berth_containers::{
     RunSpec, State, Status, Store,
 };
 pub use error::{Context, Error, ErrorKind, Result, EXIT_BERTH_FAILED};
+#[cfg(unix)]
 pub use lifecycle::{Booted, Timings, EXIT_VM_CRASHED};
+pub use logfile::format_time;
+#[cfg(unix)]
 pub use ops::{
-    format_time, parse_signal, pump_stdin, Attach, ExecOptions, ExecProcess, LogCursor, LogOptions,
+    parse_signal, pump_stdin, Attach, ExecOptions, ExecProcess, LogCursor, LogOptions,
     ProcessStreams, WaitCondition,
 };
 pub use spec::{parse_memory, CreateOptions};
@@ -76,6 +89,7 @@ impl Engine {
     }
 
     /// The files of a container's VM.
+    #[cfg(unix)]
     pub fn files(&self, record: &ContainerRecord) -> vm::VmFiles {
         vm::VmFiles::new(self.store.dir(&record.id), &record.id)
     }

@@ -40,10 +40,19 @@ pub fn parse_subnet(text: &str) -> Result<(Ipv4Addr, u8)> {
 }
 
 /// Where the VMs of network `id` meet: `<runtime>/net/<short id>`, made or not.
+#[cfg(unix)]
 fn peer_dir_path(id: &str) -> Result<PathBuf> {
     Ok(crate::vm::runtime_dir()?
         .join("net")
         .join(&id[..12.min(id.len())]))
+}
+
+/// The VMs of a network meet on Unix sockets, which this host lacks.
+#[cfg(not(unix))]
+fn peer_dir_path(_: &str) -> Result<PathBuf> {
+    Err(Error::InvalidArgument(
+        "user-defined networks need Unix sockets, which this host lacks".into(),
+    ))
 }
 
 /// The network folder where the VMs of network `id` meet (made when missing).

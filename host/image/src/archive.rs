@@ -9,14 +9,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, IoContext, Result};
-use crate::layer::safe_relative_path;
+use crate::layer::{bytes_path, safe_relative_path};
 use crate::manifest::{self, Descriptor, Index, Manifest, ManifestKind, Platform};
 use crate::reference::{Digest, Reference};
 use crate::store::{LocalImage, RefEntry, Staging, Store, UNTAGGED};
@@ -172,12 +171,12 @@ fn read_archive(path: &Path, staging: &Staging) -> Result<Contents> {
                     .into_owned();
                 // Symlinks resolve from their directory, hard links from the archive root;
                 // neither may leave the archive.
+                let target = bytes_path(&target)
+                    .map_err(|r| contents.bad(format!("link {}: {r}", rel.display())))?;
                 let joined = if hard {
-                    PathBuf::from(std::ffi::OsStr::from_bytes(&target))
+                    target.to_path_buf()
                 } else {
-                    rel.parent()
-                        .unwrap_or(Path::new(""))
-                        .join(std::ffi::OsStr::from_bytes(&target))
+                    rel.parent().unwrap_or(Path::new("")).join(target)
                 };
                 let mut resolved = PathBuf::new();
                 for c in joined.components() {

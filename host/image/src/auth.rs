@@ -182,11 +182,15 @@ pub fn lookup(registry: &str) -> Result<Option<Credentials>> {
 
 fn write_private(path: &Path, v: &serde_json::Value) -> Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::PermissionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).at(dir)?;
     let mut f = tempfile::NamedTempFile::new_in(dir).at(dir)?;
-    fs::set_permissions(f.path(), fs::Permissions::from_mode(0o600)).at(f.path())?;
+    // Owner-only on Unix; on Windows the file takes its folder's access list.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(f.path(), fs::Permissions::from_mode(0o600)).at(f.path())?;
+    }
     let data = serde_json::to_vec_pretty(v).map_err(|e| Error::Credentials {
         path: path.to_path_buf(),
         reason: e.to_string(),

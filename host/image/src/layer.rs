@@ -15,8 +15,6 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
@@ -62,6 +60,23 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// The path that a name in a tar header names: its bytes as they are on Unix; elsewhere
+/// they must be UTF-8 (Windows paths are Unicode).
+#[cfg(unix)]
+pub(crate) fn bytes_path(raw: &[u8]) -> std::result::Result<&Path, String> {
+    use std::os::unix::ffi::OsStrExt;
+    Ok(Path::new(std::ffi::OsStr::from_bytes(raw)))
+}
+
+/// The path that a name in a tar header names: its bytes as they are on Unix; elsewhere
+/// they must be UTF-8 (Windows paths are Unicode).
+#[cfg(not(unix))]
+pub(crate) fn bytes_path(raw: &[u8]) -> std::result::Result<&Path, String> {
+    std::str::from_utf8(raw)
+        .map(Path::new)
+        .map_err(|_| "the path is not UTF-8, which this host's paths must be".to_string())
+}
+
 /// Checks a tar entry path and returns it relative to the root, as plain components.
 /// `./` prefixes and `.` components are dropped; `..`, absolute paths and NUL bytes are refused.
 pub fn safe_relative_path(raw: &[u8]) -> std::result::Result<PathBuf, String> {
@@ -71,7 +86,7 @@ pub fn safe_relative_path(raw: &[u8]) -> std::result::Result<PathBuf, String> {
     if raw.first() == Some(&b'/') {
         return Err("absolute paths are not allowed in a layer".into());
     }
-    let p = Path::new(std::ffi::OsStr::from_bytes(raw));
+    let p = bytes_path(raw)?;
     let mut out = PathBuf::new();
     for c in p.components() {
         match c {
@@ -96,7 +111,7 @@ pub fn symlink_stays_inside(entry: &Path, target: &[u8]) -> std::result::Result<
     if target.contains(&0) {
         return Err("the symlink target contains a NUL byte".into());
     }
-    let t = Path::new(std::ffi::OsStr::from_bytes(target));
+    let t = bytes_path(target)?;
     let mut depth: i64 = if t.is_absolute() {
         0
     } else {
@@ -135,7 +150,7 @@ pub enum WhiteoutKind {
 
 /// Classifies an entry path (already made safe) for whiteout handling.
 pub fn whiteout_kind(rel: &Path) -> std::result::Result<WhiteoutKind, String> {
-    let Some(name) = rel.file_name().map(|n| n.as_bytes()) else {
+    let Some(name) = rel.file_name().map(|n| n.as_encoded_bytes()) else {
         return Ok(WhiteoutKind::None);
     };
     let parent = rel.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -149,9 +164,7 @@ pub fn whiteout_kind(rel: &Path) -> std::result::Result<WhiteoutKind, String> {
         if target.is_empty() || target == b"." || target == b".." {
             return Err("whiteout of an invalid name".into());
         }
-        return Ok(WhiteoutKind::Whiteout(
-            parent.join(std::ffi::OsStr::from_bytes(target)),
-        ));
+        return Ok(WhiteoutKind::Whiteout(parent.join(bytes_path(target)?)));
     }
     Ok(WhiteoutKind::None)
 }
@@ -189,7 +202,7 @@ impl Store {
         let out = staging.path_for("layer.erofs");
         let size = build_layer_image(&self.blob_path(blob_digest), diff_id, &out)?;
         store::write_layer_meta(self, diff_id, size)?;
-        fs::set_permissions(&out, fs::Permissions::from_mode(0o444)).at(&out)?;
+        store::set_readonly(&out)?;
         File::open(&out).and_then(|f| f.sync_all()).at(&out)?;
         fs::rename(&out, &dst).at(&dst)?;
         Ok(dst)

@@ -791,9 +791,19 @@ pub(crate) fn write_layer_meta(store: &Store, diff_id: &Digest, size: u64) -> Re
     Ok(())
 }
 
-fn set_readonly(p: &Path) -> Result<()> {
+/// Makes `p` read-only for everyone (mode 0444 on Unix).
+#[cfg(unix)]
+pub(crate) fn set_readonly(p: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(p, fs::Permissions::from_mode(0o444)).at(p)
+}
+
+/// Makes `p` read-only (its read-only attribute, on Windows).
+#[cfg(not(unix))]
+pub(crate) fn set_readonly(p: &Path) -> Result<()> {
+    let mut permissions = fs::metadata(p).at(p)?.permissions();
+    permissions.set_readonly(true);
+    fs::set_permissions(p, permissions).at(p)
 }
 
 #[cfg(test)]

@@ -253,6 +253,16 @@ pub enum VmmError {
     /// sharing folders is not supported on this host yet
     #[error("sharing folders is not supported on this host yet")]
     SharesUnsupported,
+    /// berth runs micro-VMs on x86-64 Linux (KVM) only, so far; this host is {os} on {arch}
+    #[error(
+        "berth runs micro-VMs on x86-64 Linux (KVM) only, so far; this host is {os} on {arch}"
+    )]
+    UnsupportedHost {
+        /// The host's operating system.
+        os: &'static str,
+        /// The host's architecture.
+        arch: &'static str,
+    },
     /// cannot start a thread: {0}
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),

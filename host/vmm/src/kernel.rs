@@ -1,8 +1,9 @@
 //! Checking a guest kernel before boot: an x86-64 ELF carrying the Xen PVH entry note.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
+
+use berth_devices::fileio::read_exact_at;
 
 use crate::error::ConfigError;
 
@@ -41,8 +42,7 @@ pub fn check_pvh_kernel(path: &Path) -> Result<(), ConfigError> {
         return Err(bad("not a regular file"));
     }
     let mut ehdr = [0u8; 64];
-    file.read_exact_at(&mut ehdr, 0)
-        .map_err(|_| bad("too short to be an ELF file"))?;
+    read_exact_at(&file, &mut ehdr, 0).map_err(|_| bad("too short to be an ELF file"))?;
     if &ehdr[..4] != b"\x7fELF" {
         return Err(bad(
             "not an ELF file (a bzImage? use the uncompressed vmlinux)",
@@ -58,7 +58,7 @@ pub fn check_pvh_kernel(path: &Path) -> Result<(), ConfigError> {
         return Err(bad("unexpected ELF program header table"));
     }
     let mut phdrs = vec![0u8; usize::from(phnum) * 56];
-    file.read_exact_at(&mut phdrs, phoff)
+    read_exact_at(&file, &mut phdrs, phoff)
         .map_err(|_| bad("truncated ELF program header table"))?;
     for ph in phdrs.chunks_exact(56) {
         if u32_at(ph, 0) != PT_NOTE {
@@ -67,8 +67,7 @@ pub fn check_pvh_kernel(path: &Path) -> Result<(), ConfigError> {
         let offset = u64_at(ph, 8);
         let size = u64_at(ph, 32).min(MAX_NOTE_SEGMENT);
         let mut notes = vec![0u8; size as usize];
-        file.read_exact_at(&mut notes, offset)
-            .map_err(|_| bad("truncated ELF note segment"))?;
+        read_exact_at(&file, &mut notes, offset).map_err(|_| bad("truncated ELF note segment"))?;
         if has_pvh_note(&notes) {
             return Ok(());
         }

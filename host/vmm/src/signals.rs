@@ -5,17 +5,16 @@
 //! until the main thread stops it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Once;
 
 static STOP: AtomicBool = AtomicBool::new(false);
-static INSTALL: Once = Once::new();
-
-extern "C" fn on_stop_signal(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    STOP.store(true, Ordering::SeqCst);
-}
 
 /// Installs the SIGTERM and SIGINT handlers (once per process).
+#[cfg(target_os = "linux")]
 pub fn install() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    extern "C" fn on_stop_signal(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+        STOP.store(true, Ordering::SeqCst);
+    }
     INSTALL.call_once(|| {
         for sig in [libc::SIGTERM, libc::SIGINT] {
             if let Err(e) = vmm_sys_util::signal::register_signal_handler(sig, on_stop_signal) {

@@ -13,6 +13,8 @@ pub mod rng;
 #[cfg(test)]
 pub(crate) mod test_utils;
 mod thread;
+/// Unix hosts only: its host end is Unix sockets (mio has none on Windows).
+#[cfg(unix)]
 pub mod vsock;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

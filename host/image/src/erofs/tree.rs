@@ -12,7 +12,6 @@
 //! non-directory of this layer are refused with [`Error::UnsafeLayerEntry`] naming the entry.
 
 use std::collections::BTreeMap;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::format::{FileType, NAME_MAX};
@@ -118,7 +117,7 @@ impl Tree {
         rel: &'p Path,
         mtime: u64,
     ) -> Result<(NodeId, &'p [u8]), Error> {
-        let names: Vec<&[u8]> = rel.iter().map(|c| c.as_bytes()).collect();
+        let names: Vec<&[u8]> = rel.iter().map(|c| c.as_encoded_bytes()).collect();
         let Some((last, dirs)) = names.split_last() else {
             return Err(self.refuse(raw, "the entry has no name"));
         };
@@ -172,7 +171,7 @@ impl Tree {
             let Kind::Dir(children) = &self.nodes[cur].kind else {
                 return None;
             };
-            cur = *children.get(c.as_bytes())?;
+            cur = *children.get(c.as_encoded_bytes())?;
         }
         Some(cur)
     }

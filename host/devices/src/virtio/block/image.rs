@@ -3,10 +3,10 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::{BlockError, SECTOR_SIZE};
+use crate::fileio;
 
 /// One file of a disk, at `start` bytes into it.
 #[derive(Debug)]
@@ -63,7 +63,7 @@ impl DiskImage {
                 .unwrap_or(usize::MAX)
                 .min(buf.len());
             let (now, rest) = buf.split_at_mut(n);
-            part.file.read_exact_at(now, within)?;
+            fileio::read_exact_at(&part.file, now, within)?;
             buf = rest;
             offset += n as u64;
         }
@@ -73,7 +73,7 @@ impl DiskImage {
     /// Writes `buf` at `offset`; only a one-file disk is ever writable.
     pub(super) fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         match self.parts.as_slice() {
-            [one] => one.file.write_all_at(buf, offset),
+            [one] => fileio::write_all_at(&one.file, buf, offset),
             _ => Err(io::Error::from(io::ErrorKind::PermissionDenied)),
         }
     }
@@ -103,9 +103,14 @@ fn open_part(path: &Path, read_only: bool) -> Result<(File, u64), BlockError> {
         .open(path)
         .map_err(open_err)?;
     let meta = file.metadata().map_err(open_err)?;
+    // A block device (/dev/...) as a disk is for Unix hosts only.
+    #[cfg(unix)]
+    let block_device = std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type());
+    #[cfg(not(unix))]
+    let block_device = false;
     let size = if meta.is_file() {
         meta.len()
-    } else if std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()) {
+    } else if block_device {
         // Block devices report 0 in metadata: ask the device itself.
         use std::io::Seek;
         (&file).seek(io::SeekFrom::End(0)).map_err(open_err)?
