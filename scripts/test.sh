@@ -2,7 +2,8 @@
 # test.sh: berth's whole test suite, from a fresh clone on a fresh Debian machine.
 #
 #  1. set-up: packages, guest kernel, the harness machine (scripts/setup.sh);
-#  2. cargo fmt --check and clippy with warnings as errors;
+#  2. cargo fmt --check and clippy with warnings as errors, here and, through
+#     scripts/check-targets.sh, for macOS (arm64) and Windows;
 #  3. the guest artefacts: the agent's initramfs and the test initramfs;
 #  4. the services tests talk to: registry servers on loopback;
 #  5. every test binary with its ignored tests included: binaries named vm_* inside
@@ -38,6 +39,11 @@ echo "cargo builds in $CARGO_TARGET_DIR"
 section "format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+section "macOS and Windows (scripts/check-targets.sh)"
+# Every host crate, linted for aarch64-apple-darwin and x86_64-pc-windows-msvc with
+# Debian's toolchain and std built from source: host code stays portable.
+"$here/check-targets.sh"
 
 section "guest artefacts"
 # Each script prints the path of what it built; the tests find it in the variable.

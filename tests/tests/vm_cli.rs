@@ -308,8 +308,8 @@ fn assert_no_orphan_vmms() {
     }
 }
 
-/// The entry names of an image's top layer, read from `berth save`'s docker manifest.
-fn top_layer_entries(image: &str) -> Vec<String> {
+/// Every file of `berth save IMAGE`'s archive, by its path in the archive.
+fn saved_files(image: &str) -> std::collections::HashMap<String, Vec<u8>> {
     use std::io::Read;
     let dir = tempfile::tempdir().unwrap();
     let saved = dir.path().join("saved.tar");
@@ -323,6 +323,13 @@ fn top_layer_entries(image: &str) -> Vec<String> {
         e.read_to_end(&mut data).unwrap();
         files.insert(path, data);
     }
+    files
+}
+
+/// The entry names of an image's top layer, read from `berth save`'s docker manifest.
+fn top_layer_entries(image: &str) -> Vec<String> {
+    use std::io::Read;
+    let files = saved_files(image);
     let manifest: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
     let top = manifest[0]["Layers"]
         .as_array()
@@ -754,18 +761,7 @@ fn image_with_layers(
     dir: &Path,
 ) -> (std::path::PathBuf, usize) {
     use sha2::Digest;
-    use std::io::Read;
-    let saved = dir.join("base.tar");
-    ok(&["save", "-o", saved.to_str().unwrap(), base]);
-    let mut files = std::collections::HashMap::new();
-    let mut archive = tar::Archive::new(std::fs::File::open(&saved).unwrap());
-    for e in archive.entries().unwrap() {
-        let mut e = e.unwrap();
-        let path = e.path().unwrap().display().to_string();
-        let mut data = Vec::new();
-        e.read_to_end(&mut data).unwrap();
-        files.insert(path, data);
-    }
+    let files = saved_files(base);
     let manifest: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
     let config_name = manifest[0]["Config"].as_str().unwrap().to_string();
     let mut config: serde_json::Value = serde_json::from_slice(&files[&config_name]).unwrap();
