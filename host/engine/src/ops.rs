@@ -342,7 +342,10 @@ impl Engine {
         let Ok(record) = self.store.resolve(&record.id) else {
             return Ok(());
         };
-        if record.state.finished_at.is_none() || record.state.exit_code.is_none() {
+        // The code this stop saw wins: the container's monitor, seeing the VM powered off
+        // under its own wait, may have recorded a crash (255) first.
+        if code.is_some() || record.state.finished_at.is_none() || record.state.exit_code.is_none()
+        {
             self.finish(&record, code.or(Some(137)), None)?;
         }
         Ok(())
