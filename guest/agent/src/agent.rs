@@ -583,16 +583,10 @@ impl Agent {
             ));
         }
         let (sources, scratch) = (req.layers.clone(), req.scratch.clone());
-        let (layers, scratch) = tokio::task::spawn_blocking(move || {
-            let layers = sources
-                .iter()
-                .enumerate()
-                .map(|(i, s)| crate::disks::layer(i, s))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok::<_, WireError>((layers, crate::disks::scratch(scratch.as_ref())?))
-        })
-        .await
-        .map_err(|e| sys_err("finding the container's disks", e))??;
+        let (layers, scratch) =
+            tokio::task::spawn_blocking(move || crate::disks::sources(&sources, scratch.as_ref()))
+                .await
+                .map_err(|e| sys_err("finding the container's disks", e))??;
         if !berth_runtime::container::valid_id(&req.id) {
             return Err(wire(&RuntimeError::config(
                 "id",

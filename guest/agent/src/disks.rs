@@ -13,8 +13,23 @@ const SYS_BLOCK: &str = "/sys/block";
 /// Most block devices looked at for a serial (a berth VM has a few dozen at most).
 const MAX_SCANNED: usize = 4096;
 
+/// The layers and the scratch space of a create request. `/sys/block` is read once, when
+/// a source names a disk by its serial, however many layers share that disk.
+pub fn sources(
+    layers: &[Source],
+    scratch: Option<&Source>,
+) -> Result<(Vec<Layer>, Scratch), WireError> {
+    let mut disks = Disks::new(Path::new(SYS_BLOCK));
+    let layers = layers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| layer(&mut disks, i, s))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((layers, scratch_space(&mut disks, scratch)?))
+}
+
 /// Layer `i` of a create request.
-pub fn layer(i: usize, s: &Source) -> Result<Layer, WireError> {
+fn layer(disks: &mut Disks, i: usize, s: &Source) -> Result<Layer, WireError> {
     let field = format!("layers[{i}]");
     match s {
         Source::Dir { path } => Ok(Layer::Dir(PathBuf::from(path))),
@@ -28,7 +43,7 @@ pub fn layer(i: usize, s: &Source) -> Result<Layer, WireError> {
             range,
             fstype,
         } => Ok(Layer::Device {
-            path: by_serial(Path::new(SYS_BLOCK), &field, serial)?,
+            path: disks.by_serial(&field, serial)?,
             fstype: fstype.clone(),
             range: range.map(|r| checked(&field, r)).transpose()?,
         }),
@@ -36,7 +51,7 @@ pub fn layer(i: usize, s: &Source) -> Result<Layer, WireError> {
 }
 
 /// The scratch space of a create request; a tmpfs when there is none.
-pub fn scratch(s: Option<&Source>) -> Result<Scratch, WireError> {
+fn scratch_space(disks: &mut Disks, s: Option<&Source>) -> Result<Scratch, WireError> {
     let field = "scratch";
     match s {
         None => Ok(Scratch::Tmpfs),
@@ -57,11 +72,70 @@ pub fn scratch(s: Option<&Source>) -> Result<Scratch, WireError> {
                 ));
             }
             Ok(Scratch::Device {
-                path: by_serial(Path::new(SYS_BLOCK), field, serial)?,
+                path: disks.by_serial(field, serial)?,
                 fstype: fstype.clone(),
             })
         }
     }
+}
+
+/// The VM's block devices and their serials, listed from `sys_block` on first use.
+struct Disks<'a> {
+    sys_block: &'a Path,
+    /// `(name, serial)` of each device that has a serial, by name.
+    listed: Option<Vec<(String, String)>>,
+}
+
+impl<'a> Disks<'a> {
+    fn new(sys_block: &'a Path) -> Self {
+        Self {
+            sys_block,
+            listed: None,
+        }
+    }
+
+    /// The `/dev` node of the block device whose serial is `serial`.
+    fn by_serial(&mut self, field: &str, serial: &str) -> Result<PathBuf, WireError> {
+        let listed = match &mut self.listed {
+            Some(listed) => listed,
+            none => none.insert(list(self.sys_block, field)?),
+        };
+        if let Some((name, _)) = listed.iter().find(|(_, s)| s == serial) {
+            return Ok(Path::new("/dev").join(name));
+        }
+        let seen: Vec<String> = listed.iter().map(|(n, s)| format!("{n} ({s})")).collect();
+        Err(invalid(
+            field,
+            format!(
+                "no disk has serial {serial:?}; the VM's disks: {}",
+                if seen.is_empty() {
+                    "none".to_string()
+                } else {
+                    seen.join(", ")
+                }
+            ),
+        ))
+    }
+}
+
+/// Every block device under `sys_block` that has a serial, as `(name, serial)`, by name.
+fn list(sys_block: &Path, field: &str) -> Result<Vec<(String, String)>, WireError> {
+    let entries = std::fs::read_dir(sys_block).map_err(|e| {
+        WireError::new(
+            ErrorKind::System,
+            format!("{field}: listing {}: {e}", sys_block.display()),
+        )
+    })?;
+    let mut listed = Vec::new();
+    for entry in entries.flatten().take(MAX_SCANNED) {
+        let Ok(serial) = std::fs::read_to_string(entry.path().join("serial")) else {
+            continue;
+        };
+        let name = entry.file_name().to_string_lossy().into_owned();
+        listed.push((name, serial.trim_end().to_string()));
+    }
+    listed.sort();
+    Ok(listed)
 }
 
 fn invalid(field: &str, message: String) -> WireError {
@@ -91,39 +165,6 @@ fn checked(field: &str, r: ByteRange) -> Result<(u64, u64), WireError> {
     Ok((r.offset, r.length))
 }
 
-/// The `/dev` node of the block device under `sys_block` whose `serial` is `serial`.
-fn by_serial(sys_block: &Path, field: &str, serial: &str) -> Result<PathBuf, WireError> {
-    let entries = std::fs::read_dir(sys_block).map_err(|e| {
-        WireError::new(
-            ErrorKind::System,
-            format!("{field}: listing {}: {e}", sys_block.display()),
-        )
-    })?;
-    let mut seen = Vec::new();
-    for entry in entries.flatten().take(MAX_SCANNED) {
-        let Ok(found) = std::fs::read_to_string(entry.path().join("serial")) else {
-            continue;
-        };
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if found.trim_end() == serial {
-            return Ok(Path::new("/dev").join(name));
-        }
-        seen.push(format!("{name} ({})", found.trim_end()));
-    }
-    seen.sort();
-    Err(invalid(
-        field,
-        format!(
-            "no disk has serial {serial:?}; the VM's disks: {}",
-            if seen.is_empty() {
-                "none".to_string()
-            } else {
-                seen.join(", ")
-            }
-        ),
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,15 +183,18 @@ mod tests {
     #[test]
     fn disks_are_found_by_serial_whatever_their_order() {
         let d = sys_block(&[("vdb", "berth-scratch"), ("vda", "berth-layers")]);
+        let mut disks = Disks::new(d.path());
         assert_eq!(
-            by_serial(d.path(), "scratch", "berth-scratch").unwrap(),
+            disks.by_serial("scratch", "berth-scratch").unwrap(),
             Path::new("/dev/vdb")
         );
+        // Listed once: later lookups use that listing, not /sys/block again.
+        std::fs::remove_dir_all(d.path().join("vda")).unwrap();
         assert_eq!(
-            by_serial(d.path(), "layers[0]", "berth-layers").unwrap(),
+            disks.by_serial("layers[0]", "berth-layers").unwrap(),
             Path::new("/dev/vda")
         );
-        let e = by_serial(d.path(), "layers[3]", "berth-nope").unwrap_err();
+        let e = disks.by_serial("layers[3]", "berth-nope").unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidConfig);
         assert_eq!(e.field.as_deref(), Some("layers[3]"));
         assert!(
@@ -163,7 +207,9 @@ mod tests {
 
     #[test]
     fn bad_sources_are_refused_with_their_field() {
+        let mut disks = Disks::new(Path::new("/nonexistent"));
         let e = layer(
+            &mut disks,
             2,
             &Source::Device {
                 path: "/etc/passwd".into(),
@@ -185,16 +231,19 @@ mod tests {
             "{}",
             e.message
         );
-        let e = scratch(Some(&Source::Disk {
-            serial: "berth-scratch".into(),
-            range: Some(ByteRange {
-                offset: 0,
-                length: 512,
+        let e = scratch_space(
+            &mut disks,
+            Some(&Source::Disk {
+                serial: "berth-scratch".into(),
+                range: Some(ByteRange {
+                    offset: 0,
+                    length: 512,
+                }),
+                fstype: None,
             }),
-            fstype: None,
-        }))
+        )
         .unwrap_err();
         assert_eq!(e.field.as_deref(), Some("scratch"));
-        assert_eq!(scratch(None).unwrap(), Scratch::Tmpfs);
+        assert_eq!(scratch_space(&mut disks, None).unwrap(), Scratch::Tmpfs);
     }
 }
