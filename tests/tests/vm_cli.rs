@@ -750,6 +750,25 @@ fn a_killed_cli_leaves_its_container_to_end_as_it_would() {
     assert_no_orphan_vmms();
 }
 
+/// Appends `name` to `tar`: a folder when it ends in `/`, else a file holding `data`;
+/// root's, dated 1970.
+fn tar_entry(tar: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]) {
+    let mut h = tar::Header::new_gnu();
+    let dir = name.ends_with('/');
+    h.set_entry_type(if dir {
+        tar::EntryType::Directory
+    } else {
+        tar::EntryType::Regular
+    });
+    h.set_size(data.len() as u64);
+    h.set_mode(if dir { 0o755 } else { 0o644 });
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_cksum();
+    tar.append_data(&mut h, name, data).unwrap();
+}
+
 /// Writes a docker archive of `base` with layers added on top until it has `total`, tagged
 /// `tag`. Added layer `k` holds `/stack/k`; the first also holds `/stack/gone`, which the
 /// last one whites out.
@@ -778,34 +797,12 @@ fn image_with_layers(
     );
     let added = total - layers.len();
     let mut out = tar::Builder::new(Vec::new());
-    let add = |out: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]| {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        out.append_data(&mut h, name, data).unwrap();
-    };
     for name in &layers {
-        add(&mut out, name, &files[name]);
+        tar_entry(&mut out, name, &files[name]);
     }
     for k in 1..=added {
         let mut layer = tar::Builder::new(Vec::new());
-        let mut put = |name: &str, data: &[u8]| {
-            let mut h = tar::Header::new_gnu();
-            let dir = name.ends_with('/');
-            h.set_entry_type(if dir {
-                tar::EntryType::Directory
-            } else {
-                tar::EntryType::Regular
-            });
-            h.set_size(data.len() as u64);
-            h.set_mode(if dir { 0o755 } else { 0o644 });
-            h.set_uid(0);
-            h.set_gid(0);
-            h.set_mtime(0);
-            h.set_cksum();
-            layer.append_data(&mut h, name, data).unwrap();
-        };
+        let mut put = |name: &str, data: &[u8]| tar_entry(&mut layer, name, data);
         put("stack/", b"");
         put(&format!("stack/{k}"), format!("{k}\n").as_bytes());
         if k == 1 {
@@ -817,7 +814,7 @@ fn image_with_layers(
         let layer = layer.into_inner().unwrap();
         let hex = hex::encode(sha2::Sha256::digest(&layer));
         let name = format!("{hex}/layer.tar");
-        add(&mut out, &name, &layer);
+        tar_entry(&mut out, &name, &layer);
         layers.push(name);
         config["rootfs"]["diff_ids"]
             .as_array_mut()
@@ -829,13 +826,13 @@ fn image_with_layers(
     }
     let config = serde_json::to_vec(&config).unwrap();
     let config_name = format!("{}.json", hex::encode(sha2::Sha256::digest(&config)));
-    add(&mut out, &config_name, &config);
+    tar_entry(&mut out, &config_name, &config);
     let manifest = serde_json::json!([{
         "Config": config_name,
         "RepoTags": [tag],
         "Layers": layers,
     }]);
-    add(
+    tar_entry(
         &mut out,
         "manifest.json",
         &serde_json::to_vec(&manifest).unwrap(),
