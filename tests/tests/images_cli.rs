@@ -406,3 +406,115 @@ fn default_image_loads_offline() {
     let out = env.ok(&["history", "berth.local/busybox:latest"]);
     assert!(out.contains("build-default-image.sh"), "{out}");
 }
+
+/// A small tmpfs mounted over a folder for the length of a test: a disk that can fill.
+struct SmallDisk {
+    dir: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(dir: &Path, mib: u64) -> SmallDisk {
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m,mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount a tmpfs on {}", dir.display());
+        SmallDisk {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Bytes free.
+    fn free(&self) -> u64 {
+        let out = Command::new("stat")
+            .args(["-f", "-c", "%a %S"])
+            .arg(&self.dir)
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut n = text.split_whitespace().map(|n| n.parse::<u64>().unwrap());
+        n.next().unwrap() * n.next().unwrap()
+    }
+
+    /// Fills the disk with file `name` until only `free` bytes are left.
+    fn fill(&self, name: &str, free: u64) {
+        let path = self.dir.join(name);
+        let _ = std::fs::remove_file(&path);
+        let size = self.free().saturating_sub(free);
+        if size > 0 {
+            let status = Command::new("fallocate")
+                .args(["-l", &size.to_string()])
+                .arg(&path)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+#[test]
+#[ignore = "needs a registry and root: run by scripts/test.sh"]
+fn a_full_disk_during_pull_is_a_clear_error_and_leaves_the_store_as_it_was() {
+    require_root();
+    let reg = registry_env("BERTH_TEST_REGISTRY");
+    let img = busybox_image_gz();
+    let src = format!("{reg}/{}:v1", unique("cli/full"));
+    publish(&img, &src, None);
+    let env = Env::new();
+    let disk = SmallDisk::mount(env.dir.path(), 64);
+    env.ok(&["images"]);
+    let store = env.path("store");
+    let before = tree(&store);
+    // The disk runs out ever later in the pull, in the download and then in the
+    // preparation of the layers, until it succeeds.
+    let mut failures = 0;
+    let mut free = 64 * 1024;
+    loop {
+        disk.fill("filler", free);
+        let out = env.run(&["pull", &src]);
+        if out.status.success() {
+            break;
+        }
+        failures += 1;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "with {free} bytes free: {err}");
+        // Said once, with what to do, and not taken for a broken layer.
+        assert_eq!(
+            err.matches("No space left on device").count(),
+            1,
+            "with {free} bytes free: {err}"
+        );
+        assert!(
+            err.contains("the disk is full"),
+            "with {free} bytes free: {err}"
+        );
+        assert!(
+            !err.contains("cannot read"),
+            "with {free} bytes free: {err}"
+        );
+        assert_eq!(tree(&store), before, "with {free} bytes free: {err}");
+        assert_eq!(env.ok(&["images", "-q"]), "");
+        free += 256 * 1024;
+        assert!(free < 32 << 20, "the pull never succeeded: {err}");
+    }
+    assert!(failures >= 4, "the disk ran out only {failures} times");
+    // What the failed pulls left is a sound store: the image pulled at last is whole.
+    let doc: serde_json::Value =
+        serde_json::from_str(&env.ok(&["image", "inspect", &src])).unwrap();
+    assert_eq!(doc[0]["GuestLayers"].as_array().unwrap().len(), 3);
+    assert!(tree(&env.path("store/tmp")).is_empty(), "no staging left");
+    drop(disk);
+}

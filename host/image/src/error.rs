@@ -2,11 +2,23 @@
 
 use std::path::PathBuf;
 
+/// What to do when `e` says the disk is full.
+fn full_disk_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::StorageFull => {
+            ": the disk is full; free some space (`berth image prune` removes unused \
+             images) and try again"
+        }
+        _ => "",
+    }
+}
+
 /// Everything that can go wrong in the image store, the registry client, archives and layers.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// I/O error on {path}: {source}
-    #[error("I/O error on {path}: {source}")]
+    /// I/O error on {path} (the cause follows in the error's chain; a full disk says
+    /// what to do)
+    #[error("I/O error on {path}{}", full_disk_hint(.source))]
     Io {
         /// The file or directory involved.
         path: PathBuf,

@@ -189,10 +189,10 @@ impl Build<'_> {
             T::Directory => Kind::Dir(Default::default()),
             T::Regular | T::Continuous | T::GNUSparse => {
                 let expected = entry.size();
-                let (blkaddr, size) = self
-                    .image
-                    .write_file(&mut entry)
-                    .map_err(|e| self.bad(&raw, format!("cannot read its data: {e}")))?;
+                let (blkaddr, size) = self.image.write_file(&mut entry).map_err(|e| match e {
+                    Ok(e) => self.bad(&raw, format!("cannot read its data: {e}")),
+                    Err(e) => e,
+                })?;
                 if kind != T::GNUSparse && size != expected {
                     return Err(self.bad(
                         &raw,

@@ -88,10 +88,14 @@ impl ImageWriter {
 
     /// Streams one regular file's data into the next free blocks; returns its first block
     /// and its size. Read errors come back as they are (the caller names the entry).
-    pub(crate) fn write_file(&mut self, data: &mut impl Read) -> io::Result<(u32, u64)> {
-        let start = self
-            .block_addr()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    /// Writes one file's data from `data`. A failure to read `data` is an
+    /// [`io::Error`] (`Err(Ok(e))`), one to write the image an [`Error`] that names it
+    /// (`Err(Err(e))`): a full disk is not a broken layer.
+    pub(crate) fn write_file(
+        &mut self,
+        data: &mut impl Read,
+    ) -> std::result::Result<(u32, u64), std::result::Result<io::Error, Error>> {
+        let start = self.block_addr().map_err(Err)?;
         let mut buf = vec![0u8; 256 * 1024];
         let mut size = 0u64;
         loop {
@@ -99,15 +103,14 @@ impl ImageWriter {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(e) => return Err(Ok(e)),
             };
-            self.out.write_all(&buf[..n])?;
+            self.out.write_all(&buf[..n]).at(&self.path).map_err(Err)?;
             size += n as u64;
         }
         self.pos += size;
         let end = self.pos.next_multiple_of(BLOCK_SIZE);
-        self.pad_to(end)
-            .map_err(|e| io::Error::other(e.to_string()))?;
+        self.pad_to(end).map_err(Err)?;
         Ok((if size == 0 { 0 } else { start }, size))
     }
 
