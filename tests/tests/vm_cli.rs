@@ -750,6 +750,115 @@ fn a_killed_cli_leaves_its_container_to_end_as_it_would() {
     assert_no_orphan_vmms();
 }
 
+/// The `State` of `berth inspect NAME`.
+fn state_of(name: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_str(&ok(&["inspect", name])).unwrap();
+    v[0]["State"].clone()
+}
+
+/// The PIDs of a detached container's monitor and VMM, once its monitor has started.
+fn monitor_and_vmm(name: &str) -> (u64, u64) {
+    let started = Instant::now();
+    loop {
+        let state = state_of(name);
+        if let (Some(m), Some(v)) = (state["MonitorPid"].as_u64(), state["VmmPid"].as_u64()) {
+            return (m, v);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{name} has no monitor: {state}\n{}",
+            b().diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn kill_9(pid: u64) {
+    assert!(Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let started = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{pid} lives on"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until `ps -a` (which repairs records whose monitor died) shows no line for
+/// `name` that `busy` matches.
+fn wait_in_ps(name: &str, done: impl Fn(Option<&str>) -> bool) -> String {
+    let started = Instant::now();
+    loop {
+        let ps = ok(&["ps", "-a"]);
+        if done(ps.lines().find(|l| l.ends_with(name))) {
+            return ps;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{name}:\n{ps}\n{}",
+            b().diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+#[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
+fn a_killed_monitor_is_replaced_and_nothing_is_left_behind() {
+    let before = container_dirs();
+    // A running container whose monitor dies gets another: its end, exit code and
+    // whole log are still recorded, and its VM powers off.
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "watched",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo one; sleep 8; echo two; exit 3",
+    ]);
+    let (monitor, _) = monitor_and_vmm("watched");
+    kill_9(monitor);
+    let (replacement, _) = monitor_and_vmm("watched");
+    assert_ne!(replacement, monitor);
+    wait_in_ps("watched", |l| l.is_some_and(|l| l.contains("Exited")));
+    let state = state_of("watched");
+    assert_eq!(state["ExitCode"], 3, "{state}");
+    assert_eq!(state["Error"], "", "{state}");
+    assert_eq!(ok(&["logs", "watched"]), "one\ntwo\n");
+    ok(&["rm", "watched"]);
+
+    // A --rm container whose monitor dies is still removed when it ends.
+    ok(&[
+        "run", "-d", "--rm", "--name", "brief", IMAGE, "sh", "-c", "sleep 4",
+    ]);
+    let (monitor, _) = monitor_and_vmm("brief");
+    kill_9(monitor);
+    wait_in_ps("brief", |l| l.is_none());
+
+    // Its monitor killed, then its VMM: the end is recorded as a crash, and --rm
+    // removes it with its sockets.
+    ok(&[
+        "run", "-d", "--rm", "--name", "doomed3", IMAGE, "sleep", "600",
+    ]);
+    let (monitor, vmm) = monitor_and_vmm("doomed3");
+    kill_9(monitor);
+    kill_9(vmm);
+    wait_in_ps("doomed3", |l| l.is_none());
+    assert_eq!(container_dirs(), before, "no container folder left");
+    assert_no_orphan_vmms();
+}
+
 /// Appends `name` to `tar`: a folder when it ends in `/`, else a file holding `data`;
 /// root's, dated 1970.
 fn tar_entry(tar: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]) {

@@ -271,6 +271,20 @@ pub struct State {
     /// The published ports of the running VM, host ports resolved.
     #[serde(default)]
     pub ports: Vec<PortMapping>,
+    /// The monitor of the running container, once one has claimed it: the process that
+    /// keeps its logs, powers its VM off and records its end. Cleared when it ends.
+    #[serde(default)]
+    pub monitor: Option<Monitor>,
+}
+
+/// The monitor process of a running container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Monitor {
+    /// The monitor itself.
+    pub process: VmmProcess,
+    /// The foreground berth process (`run`, `start -a`) it stands by for, if any: that
+    /// process records the end unless it dies first.
+    pub standby_for: Option<VmmProcess>,
 }
 
 /// Everything berth keeps about one container.

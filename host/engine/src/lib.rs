@@ -95,13 +95,29 @@ impl Engine {
     }
 
     /// The container called `name` (a name, an ID or an unambiguous ID prefix).
+    /// A container whose monitor died is repaired first (see `Engine::reconcile`).
     pub fn container(&self, name: &str) -> Result<ContainerRecord> {
-        Ok(self.store.resolve(name)?)
+        let record = self.store.resolve(name)?;
+        #[cfg(unix)]
+        let record = self
+            .reconcile(record)?
+            .ok_or_else(|| berth_containers::Error::NotFound(name.to_string()))?;
+        Ok(record)
     }
 
-    /// Every container, running or not, newest first as the store lists them.
+    /// Every container, running or not, newest first as the store lists them; those
+    /// whose monitor died are repaired first.
     pub fn containers(&self) -> Result<Vec<ContainerRecord>> {
-        Ok(self.store.list()?)
+        let records = self.store.list()?;
+        #[cfg(unix)]
+        let records = {
+            let mut kept = Vec::with_capacity(records.len());
+            for r in records {
+                kept.extend(self.reconcile(r)?);
+            }
+            kept
+        };
+        Ok(records)
     }
 }
 

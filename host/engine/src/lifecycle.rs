@@ -6,7 +6,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_containers::{now, ContainerRecord, Status, VmmProcess};
+use berth_containers::{now, ContainerRecord, Monitor, Status, VmmProcess};
 use berth_protocol::chunk::{read_chunk, Chunk};
 use berth_protocol::{Client, ProcessRef, StreamTarget, FEATURE_MOUNTS, FEATURE_NETWORK};
 use tokio::signal::unix::{signal, SignalKind};
@@ -271,6 +271,7 @@ impl Engine {
                 r.state.exit_code = None;
                 r.state.error = None;
                 r.state.ports = ports.to_vec();
+                r.state.monitor = None;
             }
         })?;
         Ok(vmm)
@@ -308,6 +309,7 @@ impl Engine {
             r.state.error = error.clone();
             r.state.finished_at = Some(now());
             r.state.ports.clear();
+            r.state.monitor = None;
         }) {
             Ok(_) | Err(berth_containers::Error::Io { .. }) => Ok(()),
             Err(e) => Err(e.into()),
@@ -317,6 +319,12 @@ impl Engine {
     /// Starts the monitor of a detached container, in a session of its own.
     fn spawn_monitor(&self, record: &ContainerRecord) -> Result<()> {
         self.spawn_monitor_process(&["container-monitor", &record.id])
+    }
+
+    /// Starts a monitor that takes over a running container whose monitor died: it
+    /// writes the log afresh from the agent's whole copy.
+    fn spawn_adopting_monitor(&self, record: &ContainerRecord) -> Result<()> {
+        self.spawn_monitor_process(&["container-monitor", "--adopt", &record.id])
     }
 
     /// Starts a monitor that stands by while process `pid` (a foreground `run` or
@@ -399,6 +407,9 @@ impl Engine {
     pub async fn monitor_standby(&self, id: &str, pid: u32) -> Result<()> {
         let started = self.store.resolve(id)?.state.started_at;
         let watched = VmmProcess::of_pid(pid);
+        if !self.claim_monitor(id, watched)? {
+            return Ok(());
+        }
         loop {
             let record = match self.store.resolve(id) {
                 Ok(r) => r,
@@ -413,16 +424,106 @@ impl Engine {
                     "the berth process {pid} running container {} died: its monitor takes over",
                     record.name
                 );
-                let _ = std::fs::remove_file(self.files(&record).logs());
-                return self.monitor(id).await;
+                return self.adopt(id).await;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Takes over as the monitor of a running container whose monitor (or foreground
+    /// berth process) died: the log is written afresh, from the agent's whole copy.
+    pub async fn adopt(&self, id: &str) -> Result<()> {
+        if !self.claim_monitor(id, None)? {
+            return Ok(());
+        }
+        let record = self.store.resolve(id)?;
+        let _ = std::fs::remove_file(self.files(&record).logs());
+        self.monitor(id).await
+    }
+
+    /// Records this process as the monitor of running container `id`, standing by for
+    /// `standby_for` if given. False when another live monitor has it already (two
+    /// commands that found a dead monitor both started one) or it no longer runs: this
+    /// one then has nothing to do.
+    fn claim_monitor(&self, id: &str, standby_for: Option<VmmProcess>) -> Result<bool> {
+        let me = VmmProcess::of_pid(std::process::id());
+        let mut claimed = false;
+        let updated = self.store.update(id, |r| {
+            let taken = r
+                .state
+                .monitor
+                .is_some_and(|m| Some(m.process) != me && m.process.is_alive());
+            // A monitor started late, after the container ended, has nothing to watch.
+            if !taken && r.status() == Status::Running {
+                r.state.monitor = me.map(|process| Monitor {
+                    process,
+                    standby_for,
+                });
+                claimed = true;
+            }
+        });
+        match updated {
+            Ok(_) => Ok(claimed),
+            // Removed meanwhile (`rm -f`): nothing to watch.
+            Err(berth_containers::Error::NotFound(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Repairs the record of a container whose monitor died (killed, say) before the
+    /// container ended, so that nothing is left behind and the end is still recorded:
+    /// a running one gets a new monitor; one whose VM died too is recorded as crashed
+    /// (and removed, with `--rm`). `None` when the container is gone.
+    pub(crate) fn reconcile(&self, record: ContainerRecord) -> Result<Option<ContainerRecord>> {
+        let Some(monitor) = record.state.monitor else {
+            return Ok(Some(record));
+        };
+        if monitor.process.is_alive() {
+            return Ok(Some(record));
+        }
+        let attached = monitor.standby_for.filter(|p| p.is_alive());
+        if record.status() == Status::Running {
+            tracing::warn!(
+                "the monitor of container {} died: starting another",
+                record.name
+            );
+            match attached {
+                Some(p) => self.spawn_standby_monitor(&record, p.pid)?,
+                None => self.spawn_adopting_monitor(&record)?,
+            }
+            return Ok(Some(record));
+        }
+        if attached.is_some() {
+            // The foreground berth process records the end itself.
+            return Ok(Some(record));
+        }
+        let files = self.files(&record);
+        tracing::warn!(
+            "the micro-VM and the monitor of container {} died: recording its end",
+            record.name
+        );
+        self.finish(
+            &record,
+            None,
+            Some(format!(
+                "the micro-VM and the monitor of the container died{}",
+                files.last_words()
+            )),
+        )?;
+        files.remove_sockets();
+        match self.store.resolve(&record.id) {
+            Ok(r) => Ok(Some(r)),
+            Err(berth_containers::Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// The monitor of a detached container: keeps its output in the host-side log, waits
     /// for it to exit, powers its VM off and records the exit code.
     pub async fn monitor(&self, id: &str) -> Result<()> {
+        if !self.claim_monitor(id, None)? {
+            return Ok(());
+        }
         let record = self.store.resolve(id)?;
         let files = self.files(&record);
         let vmm = record.state.vmm;

@@ -173,11 +173,12 @@ pub async fn start_all(names: &[String]) -> Result<i32> {
 }
 
 /// The hidden `container-monitor` of a detached container, or with `standby`, of one
-/// that process runs in the foreground.
-pub async fn monitor(id: &str, standby: Option<u32>) -> Result<i32> {
+/// that process runs in the foreground, or with `adopt`, of one whose monitor died.
+pub async fn monitor(id: &str, standby: Option<u32>, adopt: bool) -> Result<i32> {
     let engine = Engine::open()?;
     match standby {
         Some(pid) => engine.monitor_standby(id, pid).await?,
+        None if adopt => engine.adopt(id).await?,
         None => engine.monitor(id).await?,
     }
     Ok(0)

@@ -360,6 +360,8 @@ pub fn inspect(names: &[String]) -> Result<i32> {
                         "StartedAt": r.state.started_at,
                         "FinishedAt": r.state.finished_at,
                         "VmmPid": r.state.vmm.filter(|v| v.is_alive()).map(|v| v.pid),
+                        "MonitorPid": r.state.monitor.map(|m| m.process)
+                            .filter(|p| p.is_alive()).map(|p| p.pid),
                     },
                     "VM": {
                         "VCpus": vm::vcpus(r.spec.cpus),

@@ -272,8 +272,11 @@ pub enum ContainerCommand {
     #[command(name = "container-monitor", hide = true)]
     Monitor {
         /// Stand by while this process (a foreground run) lives; take over if it dies
-        #[arg(long, value_name = "PID")]
+        #[arg(long, value_name = "PID", conflicts_with = "adopt")]
         standby: Option<u32>,
+        /// Take over a running container whose monitor died, writing its log afresh
+        #[arg(long)]
+        adopt: bool,
         /// Container ID
         id: String,
     },
@@ -348,7 +351,9 @@ pub fn main(cmd: ContainerCommand) -> ExitCode {
             ContainerCommand::Commit { container, image } => {
                 manage::commit(&container, &image).await
             }
-            ContainerCommand::Monitor { standby, id } => lifecycle::monitor(&id, standby).await,
+            ContainerCommand::Monitor { standby, adopt, id } => {
+                lifecycle::monitor(&id, standby, adopt).await
+            }
         }
     });
     match result {
