@@ -155,7 +155,7 @@ pub fn main(cmd: VmCommand) -> ExitCode {
                 }
                 Ok(config) => boot(&config),
                 Err(e) => {
-                    eprintln!("berth: {e:#}");
+                    eprintln!("berth: {}", berth_engine::chain_message(e.as_ref()));
                     ExitCode::FAILURE
                 }
             }
@@ -168,7 +168,7 @@ pub fn vmm_main(args: VmmArgs) -> ExitCode {
     match read_config(&args.config) {
         Ok(config) => boot(&config),
         Err(e) => {
-            eprintln!("berth: {e:#}");
+            eprintln!("berth: {}", berth_engine::chain_message(e.as_ref()));
             ExitCode::FAILURE
         }
     }

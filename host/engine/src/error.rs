@@ -78,6 +78,24 @@ impl From<berth_containers::mounts::MountError> for Error {
     }
 }
 
+/// The message of `e` and of each error under it, joined by `: `, leaving out a cause
+/// whose message its parent's already ends with (many messages quote their cause).
+pub fn chain_message(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut last = out.clone();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !last.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        last = text;
+        cur = c.source();
+    }
+    out
+}
+
 impl Error {
     /// An I/O error while doing `action` on `path`.
     pub fn io(action: impl Into<String>, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
@@ -106,14 +124,7 @@ impl Error {
 
     /// The whole message, contexts first: `create container x: the agent ...`.
     pub fn message(&self) -> String {
-        let mut out = self.to_string();
-        let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(self);
-        while let Some(e) = cur {
-            out.push_str(": ");
-            out.push_str(&e.to_string());
-            cur = e.source();
-        }
-        out
+        chain_message(self)
     }
 
     /// The kind of failure, for HTTP statuses.
@@ -195,6 +206,21 @@ impl From<berth_protocol::FrameError> for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cause_its_parent_quotes_is_said_once() {
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let quoted = Error::io("write", "/s/blob", full);
+        assert_eq!(
+            quoted.context("pull x").message(),
+            format!(
+                "pull x: cannot write /s/blob: {}",
+                std::io::Error::from(std::io::ErrorKind::StorageFull)
+            )
+        );
+        let plain = Error::Vm("boom".into()).context("run y");
+        assert_eq!(plain.message(), "run y: boom");
+    }
 
     #[test]
     fn kinds_and_exit_codes_look_through_contexts() {

@@ -36,7 +36,7 @@ pub use berth_containers::{
     generate_id, ContainerRecord, ExtraHost, Network, NetworkAttachment, PortMapping, Protocol,
     RunSpec, State, Status, Store,
 };
-pub use error::{Context, Error, ErrorKind, Result, EXIT_BERTH_FAILED};
+pub use error::{chain_message, Context, Error, ErrorKind, Result, EXIT_BERTH_FAILED};
 #[cfg(unix)]
 pub use lifecycle::{Booted, Timings, EXIT_VM_CRASHED};
 pub use logfile::format_time;

@@ -128,7 +128,7 @@ async fn foreground(
             } else {
                 e
             };
-            engine.finish(record, None, Some(format!("{e:#}")))?;
+            engine.finish(record, None, Some(berth_engine::chain_message(e.as_ref())))?;
             Err(e)
         }
     }

@@ -359,7 +359,7 @@ pub fn main(cmd: ContainerCommand) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
-            eprintln!("berth: {e:#}");
+            eprintln!("berth: {}", berth_engine::chain_message(e.as_ref()));
             ExitCode::from(exit_code(&e))
         }
     }
