@@ -17,7 +17,8 @@ cd "$root"
 # shellcheck source=scripts/lib.sh
 . "$here/lib.sh"
 
-section() { printf '\n==== %s ====\n' "$*"; }
+# Each section says when it began, so a slow run shows where its time went.
+section() { printf '\n==== %s (%s, %ds in) ====\n' "$*" "$(date +%T)" "$SECONDS"; }
 
 section "set-up"
 eval "$("$here/setup.sh")"
@@ -135,7 +136,7 @@ sort_results() {
 # binary's time limit fails and the rest go on in a fresh machine.
 while IFS=$'\t' read -r name exe dir; do
   case "$name" in vm_*) ;; *) continue ;; esac
-  echo "---- $name"
+  echo "---- $name (${SECONDS}s in)"
   mapfile -t pending < <("$exe" --list --include-ignored 2>/dev/null | sed -n 's/: test$//p')
   if [ ${#pending[@]} -eq 0 ]; then
     echo "$name lists no tests" | tee -a "$results"
