@@ -230,7 +230,11 @@ impl Berth {
     /// The tail of every container's console, VMM and container log, and the processes
     /// running: what explains a failure or a hang.
     pub fn diagnostics(&self) -> String {
-        let mut s = container_logs(&self.root, &["console.log", "vmm.log", "container.log"], 25);
+        let mut s = container_logs(
+            &self.root,
+            &["console.log", "vmm.log", "monitor.log", "container.log"],
+            25,
+        );
         if let Ok(ps) = std::process::Command::new("ps")
             .args(["-eo", "pid,ppid,stat,args"])
             .output()

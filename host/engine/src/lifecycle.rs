@@ -318,13 +318,13 @@ impl Engine {
 
     /// Starts the monitor of a detached container, in a session of its own.
     fn spawn_monitor(&self, record: &ContainerRecord) -> Result<()> {
-        self.spawn_monitor_process(&["container-monitor", &record.id])
+        self.spawn_monitor_process(record, &["container-monitor", &record.id])
     }
 
     /// Starts a monitor that takes over a running container whose monitor died: it
     /// writes the log afresh from the agent's whole copy.
     fn spawn_adopting_monitor(&self, record: &ContainerRecord) -> Result<()> {
-        self.spawn_monitor_process(&["container-monitor", "--adopt", &record.id])
+        self.spawn_monitor_process(record, &["container-monitor", "--adopt", &record.id])
     }
 
     /// Starts a monitor that stands by while process `pid` (a foreground `run` or
@@ -333,16 +333,27 @@ impl Engine {
     /// behind.
     pub fn spawn_standby_monitor(&self, record: &ContainerRecord, pid: u32) -> Result<()> {
         let pid = pid.to_string();
-        self.spawn_monitor_process(&["container-monitor", "--standby", &pid, &record.id])
+        self.spawn_monitor_process(
+            record,
+            &["container-monitor", "--standby", &pid, &record.id],
+        )
     }
 
-    fn spawn_monitor_process(&self, args: &[&str]) -> Result<()> {
+    /// Starts `berth ARGS` in a session of its own, its messages appended to the
+    /// container's monitor log.
+    fn spawn_monitor_process(&self, record: &ContainerRecord, args: &[&str]) -> Result<()> {
+        let path = self.files(record).monitor_log();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io("open", &path, e))?;
         let mut cmd = Command::new(&self.exe);
         cmd.args(args)
             .env("BERTH_ROOT", &self.root)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(log);
         // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
         unsafe {
             cmd.pre_exec(|| {
@@ -522,6 +533,7 @@ impl Engine {
     /// for it to exit, powers its VM off and records the exit code.
     pub async fn monitor(&self, id: &str) -> Result<()> {
         if !self.claim_monitor(id, None)? {
+            tracing::info!("container {id} has another monitor or no longer runs: nothing to do");
             return Ok(());
         }
         let record = self.store.resolve(id)?;

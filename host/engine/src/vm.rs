@@ -107,6 +107,10 @@ impl VmFiles {
     pub fn vmm_log(&self) -> PathBuf {
         self.dir.join("vmm.log")
     }
+    /// The messages of the container's monitor (its warnings and why it ended early).
+    pub fn monitor_log(&self) -> PathBuf {
+        self.dir.join("monitor.log")
+    }
     /// The writable layer's disk.
     pub fn scratch(&self) -> PathBuf {
         self.dir.join("scratch.img")

@@ -306,7 +306,8 @@ pub fn inspect(names: &[String]) -> Result<i32> {
     let engine = Engine::open()?;
     let mut out = Vec::new();
     for name in names {
-        match engine.store().resolve(name) {
+        // Through the engine, so that a container whose monitor died is repaired first.
+        match engine.container(name) {
             Ok(r) => {
                 let files = engine.files(&r);
                 out.push(serde_json::json!({
@@ -368,11 +369,12 @@ pub fn inspect(names: &[String]) -> Result<i32> {
                         "MemoryMiB": vm::vm_memory_mib(r.spec.memory_mib),
                         "Console": files.console(),
                         "VmmLog": files.vmm_log(),
+                        "MonitorLog": files.monitor_log(),
                         "LogPath": files.logs(),
                     },
                 }));
             }
-            Err(berth_containers::Error::NotFound(_)) => {
+            Err(e) if e.kind() == berth_engine::ErrorKind::NotFound => {
                 let store = engine.images()?;
                 match store.resolve(name) {
                     Ok(img) => out.push(berth_image::ops::inspect(&store, &img)?),
