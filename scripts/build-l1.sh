@@ -29,9 +29,12 @@ if [ -f "$out/vmlinux" ] && [ -f "$out/initrd.cpio.gz" ] && [ -x "$out/virtiofsd
   exit 0
 fi
 
-work="$cache/l1/tmp-$key"
-rm -rf "$work"
-mkdir -p "$work"
+# A work folder of this run's own, and the result moved into place whole at the end: two
+# harness runs that build at once (parallel test binaries, or two checkouts) do not
+# share half-written files, and a reader never sees a partial folder.
+mkdir -p "$cache/l1"
+work=$(mktemp -d "$cache/l1/tmp-$key.XXXXXX")
+trap 'rm -rf "$work"' EXIT
 
 # virtiofsd is not packaged for bookworm: build it from crates.io once.
 vfsd="$cache/tools/virtiofsd-$virtiofsd_version/bin/virtiofsd"
@@ -134,9 +137,13 @@ INIT
 chmod +x "$root/init"
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$work/initrd.cpio.gz"
 
-rm -rf "$out"
-mkdir -p "$out"
-mv "$work/vmlinux" "$work/initrd.cpio.gz" "$out/"
-cp "$vfsd" "$out/virtiofsd"
-rm -rf "$work"
+mkdir "$work/out"
+mv "$work/vmlinux" "$work/initrd.cpio.gz" "$work/out/"
+cp "$vfsd" "$work/out/virtiofsd"
+# If another run finished first, its result (from the same inputs) stands; otherwise the
+# folder is renamed into place whole (rename(2) is atomic).
+if ! { [ -f "$out/vmlinux" ] && [ -f "$out/initrd.cpio.gz" ] && [ -x "$out/virtiofsd" ]; }; then
+  rm -rf "$out"
+  mv -T "$work/out" "$out" || [ -f "$out/initrd.cpio.gz" ]
+fi
 echo "$out"
