@@ -451,6 +451,11 @@ mod tests {
         set_lvt_mode(&mut regs, APIC_LVT0, APIC_MODE_EXTINT);
         assert_eq!(regs[APIC_LVT0] as u8, 0x30);
         assert_eq!(regs[APIC_LVT0 + 1] as u8, 0x07);
-        set_lvt_mode(&mut regs, 1022, APIC_MODE_NMI); // out of range: ignored
+        // A register that would run past the page is left alone, not half-written.
+        regs[1022] = 0x11;
+        regs[1023] = 0x22;
+        let before = regs;
+        set_lvt_mode(&mut regs, 1022, APIC_MODE_NMI);
+        assert_eq!(regs, before);
     }
 }

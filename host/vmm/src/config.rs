@@ -624,7 +624,12 @@ mod tests {
         assert!(
             VmConfig::from_json(r#"{"kernel":"/k","net":{"backend":{"kind":"tap"}}}"#).is_err()
         );
-        assert!(VmConfig::from_json(r#"{"console":"null"}"#).is_err());
+        // The unit variants are plain strings; an unknown one is refused (with the
+        // kernel given, so that the console is what fails).
+        let c = VmConfig::from_json(r#"{"kernel":"/k","console":"null"}"#).unwrap();
+        assert_eq!(c.console, ConsoleConfig::Null);
+        let e = VmConfig::from_json(r#"{"kernel":"/k","console":"printer"}"#).unwrap_err();
+        assert!(e.to_string().contains("printer"), "{e}");
     }
 
     fn fake_kernel(dir: &Path) -> PathBuf {
