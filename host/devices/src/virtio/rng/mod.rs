@@ -44,7 +44,7 @@ impl Rng {
             let written = match chain.writer(mem) {
                 Ok(mut w) => {
                     let n = w.available_bytes().min(MAX_BYTES_PER_REQUEST);
-                    match getrandom::getrandom(&mut buf[..n]) {
+                    match getrandom::fill(&mut buf[..n]) {
                         Ok(()) => match w.write_all(&buf[..n]) {
                             Ok(()) => n,
                             Err(_) => w.bytes_written(),
