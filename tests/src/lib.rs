@@ -227,7 +227,7 @@ impl Berth {
         text(&out.stdout)
     }
 
-    /// The tail of every container's console, VMM and container log, and the processes
+    /// The tail of every container's console, VMM, monitor and container log, and the processes
     /// running: what explains a failure or a hang.
     pub fn diagnostics(&self) -> String {
         let mut s = container_logs(
@@ -242,5 +242,73 @@ impl Berth {
             s += &format!("--- ps\n{}", text(&ps.stdout));
         }
         s
+    }
+}
+
+/// A small tmpfs mounted over a folder for the length of a test (as root): a disk that
+/// can fill.
+#[derive(Debug)]
+pub struct SmallDisk {
+    dir: PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `mib` MiB over `dir`.
+    pub fn mount(dir: &std::path::Path, mib: u64) -> SmallDisk {
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m,mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount a tmpfs on {}", dir.display());
+        SmallDisk {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Bytes free.
+    pub fn free(&self) -> u64 {
+        let out = std::process::Command::new("stat")
+            .args(["-f", "-c", "%a %S"])
+            .arg(&self.dir)
+            .output()
+            .expect("run stat");
+        let text = String::from_utf8(out.stdout).expect("stat prints numbers");
+        let mut n = text
+            .split_whitespace()
+            .map(|n| n.parse::<u64>().expect("stat prints numbers"));
+        n.next().expect("free blocks") * n.next().expect("block size")
+    }
+
+    /// Fills the disk with file `name` until only `free` bytes are left.
+    pub fn fill(&self, name: &str, free: u64) {
+        let path = self.dir.join(name);
+        let _ = std::fs::remove_file(&path);
+        let size = self.free().saturating_sub(free);
+        if size > 0 {
+            let status = std::process::Command::new("fallocate")
+                .args(["-l", &size.to_string()])
+                .arg(&path)
+                .status()
+                .expect("run fallocate");
+            assert!(status.success(), "fill {}", path.display());
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        // Lazily, so that a process a failed test left holding a file cannot keep the
+        // mount in place.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
     }
 }

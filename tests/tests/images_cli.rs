@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use berth_tests::berth_bin;
+use berth_tests::{berth_bin, SmallDisk};
 use common::*;
 
 struct Env {
@@ -405,64 +405,6 @@ fn default_image_loads_offline() {
     assert_eq!(doc[0]["Os"], "linux");
     let out = env.ok(&["history", "berth.local/busybox:latest"]);
     assert!(out.contains("build-default-image.sh"), "{out}");
-}
-
-/// A small tmpfs mounted over a folder for the length of a test: a disk that can fill.
-struct SmallDisk {
-    dir: PathBuf,
-}
-
-impl SmallDisk {
-    fn mount(dir: &Path, mib: u64) -> SmallDisk {
-        let status = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={mib}m,mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "mount a tmpfs on {}", dir.display());
-        SmallDisk {
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    /// Bytes free.
-    fn free(&self) -> u64 {
-        let out = Command::new("stat")
-            .args(["-f", "-c", "%a %S"])
-            .arg(&self.dir)
-            .output()
-            .unwrap();
-        let text = String::from_utf8(out.stdout).unwrap();
-        let mut n = text.split_whitespace().map(|n| n.parse::<u64>().unwrap());
-        n.next().unwrap() * n.next().unwrap()
-    }
-
-    /// Fills the disk with file `name` until only `free` bytes are left.
-    fn fill(&self, name: &str, free: u64) {
-        let path = self.dir.join(name);
-        let _ = std::fs::remove_file(&path);
-        let size = self.free().saturating_sub(free);
-        if size > 0 {
-            let status = Command::new("fallocate")
-                .args(["-l", &size.to_string()])
-                .arg(&path)
-                .status()
-                .unwrap();
-            assert!(status.success());
-        }
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.dir).status();
-    }
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use berth_tests::{berth_command, text, Berth};
+use berth_tests::{berth_command, text, Berth, SmallDisk};
 
 const IMAGE: &str = "berth.local/busybox:latest";
 
@@ -946,42 +946,9 @@ fn a_full_disk_during_commit_is_a_clear_error_and_leaves_the_store_as_it_was() {
     // A state root of its own, on a small disk that can fill.
     let dir = std::env::temp_dir().join(format!("berth-full-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=256m", "tmpfs"])
-        .arg(&dir)
-        .status()
-        .unwrap();
-    assert!(mounted.success());
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-            let _ = std::fs::remove_dir(&self.0);
-        }
-    }
-    let _unmount = Unmount(dir.clone());
+    let disk = SmallDisk::mount(&dir, 256);
     let full = Berth::new("full", COMMAND_LIMIT);
     assert_eq!(full.root, dir);
-    let filler = dir.join("filler");
-    let fill = |free_bytes: u64| {
-        let _ = std::fs::remove_file(&filler);
-        let out = Command::new("stat")
-            .args(["-f", "-c", "%a %S"])
-            .arg(&dir)
-            .output()
-            .unwrap();
-        let n: Vec<u64> = text(&out.stdout)
-            .split_whitespace()
-            .map(|n| n.parse().unwrap())
-            .collect();
-        let size = (n[0] * n[1]).saturating_sub(free_bytes);
-        assert!(Command::new("fallocate")
-            .args(["-l", &size.to_string()])
-            .arg(&filler)
-            .status()
-            .unwrap()
-            .success());
-    };
 
     full.ok(&[
         "run",
@@ -1010,7 +977,7 @@ fn a_full_disk_during_commit_is_a_clear_error_and_leaves_the_store_as_it_was() {
     let before = store_files(&dir, "filler");
 
     // Room for the changes' tar, not for their layer.
-    fill(1 << 20);
+    disk.fill("filler", 1 << 20);
     let out = full.output(&["commit", "writer", "full:one"]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "{err}");
@@ -1024,7 +991,7 @@ fn a_full_disk_during_commit_is_a_clear_error_and_leaves_the_store_as_it_was() {
     );
 
     // With room again, the same container commits, and its image runs.
-    std::fs::remove_file(&filler).unwrap();
+    std::fs::remove_file(dir.join("filler")).unwrap();
     full.ok(&["commit", "writer", "full:two"]);
     assert_eq!(
         full.ok(&["run", "--rm", "full:two", "sh", "-c", "wc -c </big"])
@@ -1032,6 +999,8 @@ fn a_full_disk_during_commit_is_a_clear_error_and_leaves_the_store_as_it_was() {
         "8388608"
     );
     full.ok(&["rm", "-f", "writer"]);
+    drop(disk);
+    let _ = std::fs::remove_dir(&dir);
 }
 
 /// Appends `name` to `tar`: a folder when it ends in `/`, else a file holding `data`;
