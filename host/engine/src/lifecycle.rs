@@ -343,7 +343,7 @@ impl Engine {
     /// container's monitor log.
     fn spawn_monitor_process(&self, record: &ContainerRecord, args: &[&str]) -> Result<()> {
         let path = self.files(record).monitor_log();
-        let log = std::fs::OpenOptions::new()
+        let log = berth_containers::private_file()
             .create(true)
             .append(true)
             .open(&path)
