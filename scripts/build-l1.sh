@@ -24,7 +24,8 @@ fi
 pkg_version=$(apt-cache policy "$pkg" | awk '/Candidate:/{print $2}')
 key=$( (cat "$here/build-l1.sh"; echo "$pkg $pkg_version virtiofsd $virtiofsd_version") | sha256sum | cut -c1-16)
 out="$cache/l1/$key"
-if [ -f "$out/vmlinux" ] && [ -f "$out/initrd.cpio.gz" ] && [ -x "$out/virtiofsd" ]; then
+complete() { [ -f "$out/vmlinux" ] && [ -f "$out/initrd.cpio.gz" ] && [ -x "$out/virtiofsd" ]; }
+if complete; then
   echo "$out"
   exit 0
 fi
@@ -142,8 +143,8 @@ mv "$work/vmlinux" "$work/initrd.cpio.gz" "$work/out/"
 cp "$vfsd" "$work/out/virtiofsd"
 # If another run finished first, its result (from the same inputs) stands; otherwise the
 # folder is renamed into place whole (rename(2) is atomic).
-if ! { [ -f "$out/vmlinux" ] && [ -f "$out/initrd.cpio.gz" ] && [ -x "$out/virtiofsd" ]; }; then
+if ! complete; then
   rm -rf "$out"
-  mv -T "$work/out" "$out" || [ -f "$out/initrd.cpio.gz" ]
+  mv -T "$work/out" "$out" || complete
 fi
 echo "$out"
