@@ -23,17 +23,23 @@ section() { printf '\n==== %s (%s, %ds in) ====\n' "$*" "$(date +%T)" "$SECONDS"
 section "set-up"
 eval "$("$here/setup.sh")"
 export CARGO_TERM_COLOR=never
-# Cargo's build is cached outside the clone, keyed by the toolchain and the lock file's
-# registry packages (a new crate of berth's own keeps the key), so a fresh clone rebuilds
-# only berth's own crates; the two newest keys are kept.
+# Cargo's build is cached outside the clone, one folder per toolchain: a fresh clone
+# rebuilds only berth's own crates, and a changed lock file only the packages it changes.
+# Stale artefacts pile up there, so a folder grown past 40 GiB starts over.
 if [ -z "${CARGO_TARGET_DIR:-}" ]; then
   builds="$(berth_cache_dir)/cargo-target"
-  key=$({ awk 'BEGIN { RS = "" } /\nsource = /' Cargo.lock; rustc -vV; } | sha256sum | cut -c1-16)
+  key=$(rustc -vV | sha256sum | cut -c1-16)
   export CARGO_TARGET_DIR="$builds/$key"
   mkdir -p "$CARGO_TARGET_DIR"
-  touch "$CARGO_TARGET_DIR"
-  # shellcheck disable=SC2012
-  ls -1t "$builds" | tail -n +3 | while read -r old; do rm -rf "${builds:?}/$old"; done
+  if [ "$(du -s -BG "$CARGO_TARGET_DIR" | cut -f1 | tr -d G)" -gt 40 ]; then
+    echo "cargo's cached build passed 40 GiB: starting it over"
+    rm -rf "${CARGO_TARGET_DIR:?}"
+    mkdir -p "$CARGO_TARGET_DIR"
+  fi
+  # Folders of other toolchains (and of the lock-file keys used before) go.
+  for old in "$builds"/*; do
+    [ "$old" = "$CARGO_TARGET_DIR" ] || rm -rf "${old:?}"
+  done
 fi
 echo "cargo builds in $CARGO_TARGET_DIR"
 
@@ -88,11 +94,15 @@ echo "$(wc -l <"$tests_list") test binaries"
 
 results=$(mktemp)
 status=0
+# Each test's time is printed beside its result: libtest's --report-time, which the
+# stable toolchain's test binaries accept when RUSTC_BOOTSTRAP is set (only for them:
+# cargo would rebuild everything if it changed for a build).
+report_time=(-Z unstable-options --report-time)
 section "host tests"
 while IFS=$'\t' read -r name exe dir; do
   case "$name" in vm_*) continue ;; esac
   echo "---- $name"
-  (cd "$dir" && "$exe" --include-ignored) 2>&1 | tee -a "$results" || status=1
+  (cd "$dir" && RUSTC_BOOTSTRAP=1 "$exe" --include-ignored "${report_time[@]}") 2>&1 | tee -a "$results" || status=1
 done <"$tests_list"
 
 section "VM tests (through scripts/with-kvm.sh)"
@@ -147,8 +157,8 @@ while IFS=$'\t' read -r name exe dir; do
   while [ ${#pending[@]} -gt 0 ]; do
     limit=$(( ${#pending[@]} * ${BERTH_VM_TEST_TIMEOUT:-300} ))
     set +e
-    (cd "$dir" && "$here/with-kvm.sh" --timeout "$limit" -- \
-      "$exe" --include-ignored --test-threads=1 --exact "${pending[@]}") 2>&1 | tee "$one"
+    (cd "$dir" && RUSTC_BOOTSTRAP=1 "$here/with-kvm.sh" --timeout "$limit" -- \
+      "$exe" --include-ignored --test-threads=1 "${report_time[@]}" --exact "${pending[@]}") 2>&1 | tee "$one"
     rc=${PIPESTATUS[0]}
     set -e
     if [ "$rc" -ne 124 ] && [ "$rc" -ne 125 ]; then
@@ -189,14 +199,14 @@ done <"$tests_list"
 section "doc tests"
 cargo test --workspace --locked --doc 2>&1 | tee -a "$results" || status=1
 
-passed=$(grep -oE '^test result: .* ([0-9]+) passed' "$results" | grep -oE '[0-9]+ passed' | awk -v vm="$vm_passed" '{s+=$1} END {print s+vm}')
-failed=$(grep -oE '^test result: .*; ([0-9]+) failed' "$results" | grep -oE '[0-9]+ failed' | awk -v vm="$vm_failed" '{s+=$1} END {print s+vm}')
+total_passed=$(grep -oE '^test result: .* ([0-9]+) passed' "$results" | grep -oE '[0-9]+ passed' | awk -v vm="$vm_passed" '{s+=$1} END {print s+vm}')
+total_failed=$(grep -oE '^test result: .*; ([0-9]+) failed' "$results" | grep -oE '[0-9]+ failed' | awk -v vm="$vm_failed" '{s+=$1} END {print s+vm}')
 rm -f "$tests_list" "$results" "$one"
-if [ "$failed" -ne 0 ]; then status=1; fi
-if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
+if [ "$total_failed" -ne 0 ]; then status=1; fi
+if [ "$status" -ne 0 ] && [ "$total_failed" -eq 0 ]; then
   echo "a test binary, the build or the harness failed before reporting its tests (see above)"
-  failed=1
+  total_failed=1
 fi
 echo
-echo "tests: $passed passed, $failed failed"
+echo "tests: $total_passed passed, $total_failed failed"
 exit $status
