@@ -82,10 +82,11 @@ stop_machine() {
   tails=()
   set -e
 }
+# shellcheck disable=SC2317 # run by the EXIT trap
 cleanup() {
   stop_machine
   if [ -n "$job" ]; then
-    [ -n "${BERTH_HARNESS_KEEP:-}" ] && echo "with-kvm: kept $job" >&2 || rm -rf "$job"
+    if [ -n "${BERTH_HARNESS_KEEP:-}" ]; then echo "with-kvm: kept $job" >&2; else rm -rf "$job"; fi
   fi
 }
 trap cleanup EXIT
@@ -213,7 +214,7 @@ run_in_l1() {
   sleep 0.3 # let the tails print the last of the output
   stop_machine
   if [ -s "$job/status" ]; then
-    outcome=done
+    outcome="done"
     # A sound guest nested in L1 sometimes triple-faults under QEMU's nested-SVM
     # emulation: a job that failed with one of berth's VMs reporting that is the
     # machine's break, not the job's (hardware KVM never gets here).
