@@ -50,14 +50,31 @@ hardware_kvm() {
   [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo
 }
 
+# Whether the caller is on a terminal it may take over: stdin and stdout are terminals,
+# and this process is in that terminal's foreground (a background job must not make it raw).
+on_terminal() {
+  local stat pgrp tpgid
+  [ -t 0 ] && [ -t 1 ] || return 1
+  stat=$(</proc/$$/stat)
+  stat=${stat##*) }
+  read -r _ _ pgrp _ _ tpgid _ <<<"$stat"
+  [ "$pgrp" = "$tpgid" ]
+}
+tty_mode=
+if on_terminal; then tty_mode=1; fi
+
 mode=${BERTH_HARNESS:-}
 if [ -z "$mode" ]; then
   if hardware_kvm; then mode=direct; else mode=qemu; fi
 fi
 
 if [ "$mode" = direct ]; then
+  # timeout puts CMD in a process group of its own, which a terminal treats as background
+  # (SIGTTIN on reading it): with a terminal, CMD stays in the foreground.
+  foreground=()
+  [ -n "$tty_mode" ] && foreground=(--foreground)
   set +e
-  timeout --kill-after=10 "$timeout_s" "$@"
+  timeout "${foreground[@]}" --kill-after=10 "$timeout_s" "$@"
   rc=$?
   if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
     echo "with-kvm: '$1' did not finish within ${timeout_s}s and was stopped" >&2
