@@ -58,6 +58,7 @@ extract_vmlinux() {
   for pair in '\x02\x21\x4c\x18:lz4 -dc' '\x1f\x8b\x08:gzip -dc' '\xfd\x37\x7a\x58\x5a\x00:xz -dc' '\x28\xb5\x2f\xfd:zstd -dc'; do
     magic=${pair%%:*}
     tool=${pair#*:}
+    # shellcheck disable=SC2013 # byte offsets, one word each
     for off in $(LC_ALL=C grep -aobP "$magic" "$img" | cut -d: -f1); do
       tail -c +$((off + 1)) "$img" | $tool >"$dst" 2>/dev/null || true
       if head -c 4 "$dst" | grep -q 'ELF'; then
