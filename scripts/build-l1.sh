@@ -2,7 +2,8 @@
 # build-l1.sh: prepares the "L1" machine that scripts/with-kvm.sh boots under QEMU TCG
 # on hosts whose KVM cannot run Linux guests, and prints the folder holding it:
 #   vmlinux         Debian's cloud kernel, uncompressed so QEMU boots it by its PVH entry
-#   initrd.cpio.gz  busybox + the kvm, kvm-amd, virtio-mmio and virtiofs modules + init
+#   initrd.cpio.gz  busybox + the kvm, kvm-amd, virtio-mmio, virtiofs and virtio-console
+#                   modules + init
 #   virtiofsd       shares the host's filesystem into L1
 # Cached outside the repository, keyed by the kernel package, virtiofsd and this script.
 set -euo pipefail
@@ -57,6 +58,7 @@ extract_vmlinux() {
   for pair in '\x02\x21\x4c\x18:lz4 -dc' '\x1f\x8b\x08:gzip -dc' '\xfd\x37\x7a\x58\x5a\x00:xz -dc' '\x28\xb5\x2f\xfd:zstd -dc'; do
     magic=${pair%%:*}
     tool=${pair#*:}
+    # shellcheck disable=SC2013 # byte offsets, one word each
     for off in $(LC_ALL=C grep -aobP "$magic" "$img" | cut -d: -f1); do
       tail -c +$((off + 1)) "$img" | $tool >"$dst" 2>/dev/null || true
       if head -c 4 "$dst" | grep -q 'ELF'; then
@@ -75,7 +77,8 @@ extract_vmlinux "$work/pkg/boot/vmlinuz-$kver" "$work/vmlinux" || {
 root="$work/initrd"
 mkdir -p "$root"/{bin,dev,proc,sys,host,lib/modules/"$kver"}
 cp /bin/busybox "$root/bin/busybox"
-for m in kernel/arch/x86/kvm/kvm-amd.ko kernel/drivers/virtio/virtio_mmio.ko kernel/fs/fuse/virtiofs.ko; do
+for m in kernel/arch/x86/kvm/kvm-amd.ko kernel/drivers/virtio/virtio_mmio.ko kernel/fs/fuse/virtiofs.ko \
+  kernel/drivers/char/virtio_console.ko; do
   for f in $m $(awk -F': ' -v m="$m" '$1 == m { print $2 }' "$work/pkg/lib/modules/$kver/modules.dep"); do
     mkdir -p "$root/lib/modules/$kver/$(dirname "$f")"
     cp "$work/pkg/lib/modules/$kver/$f" "$root/lib/modules/$kver/$f"
@@ -90,7 +93,7 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-for m in kvm-amd virtio_mmio virtiofs; do modprobe $m || echo "l1: modprobe $m failed"; done
+for m in kvm-amd virtio_mmio virtiofs virtio_console; do modprobe $m || echo "l1: modprobe $m failed"; done
 job=$(sed -n 's/.*berth\.job=\([^ ]*\).*/\1/p' /proc/cmdline)
 if ! mount -t virtiofs hostroot /host; then
   echo "l1: cannot mount the host filesystem"; reboot -f
@@ -130,7 +133,13 @@ for _ in $(seq 50); do [ -e /host/run/berth-kvm-keeper.ready ] && break; sleep 0
 mkfifo /heartbeat.fifo
 (exec 3<>/heartbeat.fifo; while :; do : >"/host$job/heartbeat"; read -r -t 30 -u 3 _; done) &
 touch "/host$job/started"
-chroot /host /bin/bash -c ". '$job/cmd'" </dev/null >"/host$job/stdout" 2>"/host$job/stderr"
+if [ -e "/host$job/tty" ]; then
+  # The caller is on a terminal: the job runs on a pty here, carried to it over
+  # virtio-serial by the helper with-kvm.sh left in the job (scripts/harness-tty.py).
+  chroot /host python3 "$job/tty.py" guest "$job" </dev/null >"/host$job/stdout" 2>"/host$job/stderr"
+else
+  chroot /host /bin/bash -c ". '$job/cmd'" </dev/null >"/host$job/stdout" 2>"/host$job/stderr"
+fi
 echo $? >"/host$job/status.tmp" && mv "/host$job/status.tmp" "/host$job/status"
 sync
 reboot -f

@@ -21,6 +21,14 @@
 # start in a fresh machine (with the whole --timeout again), at most N times, each
 # retry announced on stderr. So use --retries only for commands that can be rerun.
 # BERTH_HARNESS=direct|qemu forces one mode.
+#
+# A caller on a terminal (stdin and stdout both one, and in its foreground) gets it
+# carried, so that `berth run -it` works as it does on the host: CMD runs on a pty inside
+# L1 (its stdout and stderr both on it, as on any terminal), the caller's terminal is in
+# raw mode while CMD runs and restored after, and window resizes follow. The bytes travel
+# over two virtio-serial ports, relayed by scripts/harness-tty.py at both ends. Callers
+# without a terminal (CI, pipes, captured output) get CMD's stdout and stderr apart, and
+# an empty stdin, as before.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=scripts/lib.sh
@@ -37,7 +45,7 @@ while [ $# -gt 0 ]; do
     --memory) memory_mib=$2; shift 2 ;;
     --cpus) cpus=$2; shift 2 ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     -*) echo "with-kvm: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) break ;;
   esac
@@ -50,14 +58,31 @@ hardware_kvm() {
   [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo
 }
 
+# Whether the caller is on a terminal it may take over: stdin and stdout are terminals,
+# and this process is in that terminal's foreground (a background job must not make it raw).
+on_terminal() {
+  local stat pgrp tpgid
+  [ -t 0 ] && [ -t 1 ] || return 1
+  stat=$(</proc/$$/stat)
+  stat=${stat##*) }
+  read -r _ _ pgrp _ _ tpgid _ <<<"$stat"
+  [ "$pgrp" = "$tpgid" ]
+}
+tty_mode=
+if on_terminal; then tty_mode=1; fi
+
 mode=${BERTH_HARNESS:-}
 if [ -z "$mode" ]; then
   if hardware_kvm; then mode=direct; else mode=qemu; fi
 fi
 
 if [ "$mode" = direct ]; then
+  # timeout puts CMD in a process group of its own, which a terminal treats as background
+  # (SIGTTIN on reading it): with a terminal, CMD stays in the foreground.
+  foreground=()
+  [ -n "$tty_mode" ] && foreground=(--foreground)
   set +e
-  timeout --kill-after=10 "$timeout_s" "$@"
+  timeout "${foreground[@]}" --kill-after=10 "$timeout_s" "$@"
   rc=$?
   if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
     echo "with-kvm: '$1' did not finish within ${timeout_s}s and was stopped" >&2
@@ -71,21 +96,38 @@ l1=$("$here/build-l1.sh")
 job=
 vfsd_pid=
 qemu_pid=
+tty_pid=
+tty_saved=
+[ -n "$tty_mode" ] && tty_saved=$(stty -g)
 tails=()
+# The host end of the terminal: it ends by itself once it has the job's last output (or
+# once QEMU is gone); a moment for that, then it is stopped (and restores the terminal).
+stop_tty() {
+  [ -n "$tty_pid" ] || return 0
+  local _i
+  for _i in $(seq 20); do kill -0 "$tty_pid" 2>/dev/null || break; sleep 0.1; done
+  kill "$tty_pid" 2>/dev/null
+  wait "$tty_pid" 2>/dev/null
+  tty_pid=
+}
 stop_machine() {
   set +e
   [ -n "$qemu_pid" ] && kill -9 "$qemu_pid" 2>/dev/null && wait "$qemu_pid" 2>/dev/null
   qemu_pid=
+  stop_tty
   [ -n "$vfsd_pid" ] && kill "$vfsd_pid" 2>/dev/null && wait "$vfsd_pid" 2>/dev/null
   vfsd_pid=
   for t in "${tails[@]}"; do kill "$t" 2>/dev/null; done
   tails=()
   set -e
 }
+# shellcheck disable=SC2317 # run by the EXIT trap
 cleanup() {
   stop_machine
+  # Whatever happened to the helper, the caller gets its terminal back as it was.
+  if [ -n "$tty_saved" ]; then stty "$tty_saved" 2>/dev/null || true; fi
   if [ -n "$job" ]; then
-    [ -n "${BERTH_HARNESS_KEEP:-}" ] && echo "with-kvm: kept $job" >&2 || rm -rf "$job"
+    if [ -n "${BERTH_HARNESS_KEEP:-}" ]; then echo "with-kvm: kept $job" >&2; else rm -rf "$job"; fi
   fi
 }
 trap cleanup EXIT
@@ -105,6 +147,11 @@ new_job() {
   } >"$job/cmd"
   : >"$job/stdout"
   : >"$job/stderr"
+  if [ -n "$tty_mode" ]; then
+    # L1's init runs the job on a pty when this exists: the terminal's size, then resizes.
+    cp "$here/harness-tty.py" "$job/tty.py"
+    stty size >"$job/tty"
+  fi
   tail -n +1 -f "$job/stdout" &
   tails+=($!)
   tail -n +1 -f "$job/stderr" >&2 &
@@ -125,14 +172,29 @@ start_l1() {
   vfsd_pid=$!
   for _ in $(seq 100); do [ -S "$job/vfs.sock" ] && break; sleep 0.05; done
   [ -S "$job/vfs.sock" ] || { cat "$job/virtiofsd.log" >&2; echo "with-kvm: virtiofsd did not start" >&2; exit 125; }
+  local tty_dev=()
+  if [ -n "$tty_mode" ]; then
+    stop_tty
+    rm -f "$job/tty.sock" "$job/ctl.sock"
+    # virtserialport, not virtconsole: QEMU holds the guest's writes back while the host
+    # end is full instead of dropping them.
+    tty_dev=(-device virtio-serial-device
+      -chardev "socket,id=tty,path=$job/tty.sock,server=on,wait=off" -device "virtserialport,chardev=tty,name=berth.tty"
+      -chardev "socket,id=ctl,path=$job/ctl.sock,server=on,wait=off" -device "virtserialport,chardev=ctl,name=berth.ctl")
+  fi
   qemu-system-x86_64 -accel tcg,thread=multi -smp "$cpus" -cpu EPYC,+svm,+npt -M microvm,memory-backend=mem \
     -object memory-backend-memfd,id=mem,size="${memory_mib}M",share=on -m "${memory_mib}M" \
     -nographic -no-reboot -monitor "unix:$job/monitor.sock,server=on,wait=off" -serial "file:$job/console.log" \
     -kernel "$l1/vmlinux" -initrd "$l1/initrd.cpio.gz" \
     -append "console=ttyS0 panic=-1 lpj=5000000 no_timer_check $tsc_args berth.job=$job" \
     -chardev socket,id=vfs,path="$job/vfs.sock" -device vhost-user-fs-device,chardev=vfs,tag=hostroot \
-    >"$job/qemu.log" 2>&1 &
+    "${tty_dev[@]}" >"$job/qemu.log" 2>&1 &
   qemu_pid=$!
+  if [ -n "$tty_mode" ]; then
+    # The terminal itself as its stdin: a background command's is /dev/null otherwise.
+    python3 "$here/harness-tty.py" host "$job" <&0 &
+    tty_pid=$!
+  fi
 }
 
 # Where L1's vCPUs are (RIP, flags) from QEMU's monitor: what tells a hung L1 kernel from
@@ -213,12 +275,12 @@ run_in_l1() {
   sleep 0.3 # let the tails print the last of the output
   stop_machine
   if [ -s "$job/status" ]; then
-    outcome=done
+    outcome="done"
     # A sound guest nested in L1 sometimes triple-faults under QEMU's nested-SVM
     # emulation: a job that failed with one of berth's VMs reporting that is the
     # machine's break, not the job's (hardware KVM never gets here).
     if [ "$(cat "$job/status")" != 0 ] &&
-      grep -q 'triple-faulted (the guest crashed)' "$job/stdout" "$job/stderr"; then
+      grep -qs 'triple-faulted (the guest crashed)' "$job/stdout" "$job/stderr" "$job/tty.log"; then
       outcome=broken
       broken_why="a micro-VM inside it triple-faulted (an emulation fault) and the job failed"
     fi
