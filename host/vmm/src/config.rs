@@ -398,6 +398,21 @@ impl VmConfig {
         serde_json::from_str(text).map_err(|e| ConfigError::Json(e.to_string()))
     }
 
+    /// Reads the JSON description in file `path`, or on standard input when `path` is `-`:
+    /// what `berth-vmm --config` and `berth vm run --config` take.
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let read = if path.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin())
+        } else {
+            std::fs::read_to_string(path)
+        };
+        let text = read.map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_json(&text)
+    }
+
     /// The JSON form.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
@@ -601,6 +616,21 @@ mod tests {
         let d: DiskConfig = "plain.img".parse().unwrap();
         assert!(!d.read_only && d.path == Path::new("plain.img"));
         assert!("ro:".parse::<DiskConfig>().is_err());
+    }
+
+    #[test]
+    fn configs_are_read_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vm.json");
+        let c = VmConfig::new("/k");
+        std::fs::write(&path, c.to_json()).unwrap();
+        assert_eq!(VmConfig::read(&path).unwrap(), c);
+        let missing = dir.path().join("none.json");
+        let e = VmConfig::read(&missing).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }), "{e}");
+        assert!(e.to_string().starts_with("cannot read VM config"), "{e}");
+        std::fs::write(&path, "{").unwrap();
+        assert!(matches!(VmConfig::read(&path), Err(ConfigError::Json(_))));
     }
 
     #[test]
