@@ -1,6 +1,7 @@
-//! docker's human units, in one place: the sizes users type (`512m`, `1GiB`) and the sizes
-//! and durations the CLI prints (`4.26MB`, `1.50MiB`, `About an hour`). These follow
-//! docker's `go-units` package, so berth's output reads like docker's.
+//! docker's human units, in one place: the sizes users type (`512m`, `1GiB`), the sizes
+//! and durations the CLI prints (`4.26MB`, `1.5MiB`, `About an hour`) and the times it
+//! prints (RFC 3339, as Go spells it). Sizes and durations follow docker's `go-units`
+//! package, so berth's output reads like docker's.
 
 use std::time::Duration;
 
@@ -116,6 +117,32 @@ pub fn human_duration(d: Duration) -> String {
     }
 }
 
+/// A time (nanoseconds since the epoch) in RFC 3339, UTC, with nine fractional digits:
+/// Go's `RFC3339NanoFixed`, which `docker logs -t` prints (`2024-02-29T12:34:56.500000000Z`).
+pub fn rfc3339_nano_fixed(ns: u64) -> String {
+    utc(ns).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+/// A time (nanoseconds since the epoch) in RFC 3339, UTC, as Go's `RFC3339Nano` prints it:
+/// the fraction without its trailing zeros, and none when whole (`2024-02-29T12:34:56.5Z`,
+/// `1970-01-01T00:00:00Z`): how docker's API spells creation and start times.
+pub fn rfc3339_nano(ns: u64) -> String {
+    let fixed = rfc3339_nano_fixed(ns);
+    let (head, frac) = fixed.split_at(fixed.len() - 11);
+    let frac = frac.trim_end_matches('Z').trim_end_matches('0');
+    if frac == "." {
+        format!("{head}Z")
+    } else {
+        format!("{head}{frac}Z")
+    }
+}
+
+fn utc(ns: u64) -> chrono::DateTime<chrono::Utc> {
+    let (secs, nanos) = (ns / 1_000_000_000, (ns % 1_000_000_000) as u32);
+    // Every u64 of nanoseconds (up to the year 2554) is a time chrono can hold.
+    chrono::DateTime::from_timestamp(secs as i64, nanos).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +211,25 @@ mod tests {
         assert_eq!(go_g(999.5, 3), "1e+03");
         assert_eq!(go_g(1234.5, 4), "1234");
         assert_eq!(go_g(0.00001234, 3), "1.23e-05");
+    }
+
+    #[test]
+    fn times_print_as_go_spells_rfc3339() {
+        assert_eq!(rfc3339_nano_fixed(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(rfc3339_nano(0), "1970-01-01T00:00:00Z");
+        // 2024-02-29T12:34:56.5Z: a leap day.
+        let ns = 1_709_210_096_500_000_000;
+        assert_eq!(rfc3339_nano(ns), "2024-02-29T12:34:56.5Z");
+        assert_eq!(rfc3339_nano_fixed(ns), "2024-02-29T12:34:56.500000000Z");
+        assert_eq!(
+            rfc3339_nano_fixed(1_795_910_400_123_000_000),
+            "2026-11-29T00:00:00.123000000Z"
+        );
+        assert_eq!(
+            rfc3339_nano(1_000_000_001),
+            "1970-01-01T00:00:01.000000001Z"
+        );
+        assert_eq!(rfc3339_nano(u64::MAX), "2554-07-21T23:34:33.709551615Z");
     }
 
     #[test]
