@@ -6,7 +6,6 @@
 
 use std::sync::{Arc, Once};
 
-use berth_devices::{Irq, IrqTrigger};
 use kvm_bindings::{
     kvm_fpu, kvm_pit_config, kvm_regs, kvm_segment, kvm_userspace_memory_region, CpuId, Msrs,
     KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, KVM_SYSTEM_EVENT_RESET,
@@ -16,8 +15,8 @@ use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::{
-    CpuidEntry, DescriptorTable, HypervisorError, Registers, Result, Segment, SpecialRegisters,
-    VcpuExit, VcpuKicker,
+    CpuidEntry, DescriptorTable, HypervisorError, Irq, IrqTrigger, Registers, Result, Segment,
+    SpecialRegisters, VcpuExit, VcpuKicker,
 };
 
 /// The device node KVM is reached through.

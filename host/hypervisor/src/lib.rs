@@ -3,7 +3,7 @@
 //!
 //! Common code (the VMM, the devices) only sees the traits and the plain types of this
 //! crate: a VM exit is a [`VcpuExit`] carrying "port or address, size, data", interrupt lines
-//! are [`berth_devices::IrqTrigger`]s, x86 state is described by [`x86`] types. No KVM type
+//! are [`IrqTrigger`]s (which the devices raise), x86 state is described by [`x86`] types. No KVM type
 //! crosses this boundary; `EventFd`, irqfd and `KVM_RUN` stay inside [`kvm`].
 //!
 //! # How other backends slot in
@@ -21,7 +21,7 @@
 //!   [`VcpuExit::MmioRead`] / [`VcpuExit::MmioWrite`] (address, size, data) the VMM already
 //!   handles; on the next [`Vcpu::run`] it completes the instruction with the data the VMM
 //!   filled in. Interrupt lines map to its virtual interrupt controller (GIC on arm64, or a
-//!   userspace IOAPIC on x86) behind the same [`berth_devices::IrqTrigger`].
+//!   userspace IOAPIC on x86) behind the same [`IrqTrigger`].
 //! - **WHP (Windows Hypervisor Platform).** `WHvRunVirtualProcessor` returns memory-access and
 //!   I/O-port exits that are fed to the WHP instruction emulator (`WHvEmulatorTryMmioEmulation`
 //!   / `WHvEmulatorTryIoEmulation`), whose callbacks produce exactly the port/address, size and
@@ -34,8 +34,6 @@
 #![cfg_attr(not(target_os = "linux"), allow(dead_code))]
 
 use std::sync::Arc;
-
-use berth_devices::Irq;
 
 pub mod x86;
 
@@ -133,6 +131,19 @@ pub enum VcpuExit<'a> {
     /// An exit berth does not handle; the string names it.
     Unhandled(String),
 }
+
+/// Raises one interrupt line of the guest (edge-triggered).
+///
+/// The backend provides it ([`Vm::irq_line`]): on KVM an irqfd; on other backends whatever
+/// their interrupt controller takes. Devices hold it and raise it; they depend on this
+/// boundary, never on a backend.
+pub trait IrqTrigger: Send + Sync {
+    /// Raises the interrupt once.
+    fn trigger(&self) -> std::io::Result<()>;
+}
+
+/// A shared handle to an interrupt line.
+pub type Irq = Arc<dyn IrqTrigger>;
 
 /// Interrupts a running vCPU from another thread, so that [`Vcpu::run`] returns
 /// [`VcpuExit::Interrupted`] soon.

@@ -7,10 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use berth_devices::{Irq, IrqTrigger};
 use berth_hypervisor::{
-    CpuidEntry, Hypervisor, Registers, Result as HvResult, SpecialRegisters, Vcpu, VcpuExit,
-    VcpuKicker, Vm,
+    CpuidEntry, Hypervisor, Irq, IrqTrigger, Registers, Result as HvResult, SpecialRegisters, Vcpu,
+    VcpuExit, VcpuKicker, Vm,
 };
 
 use super::*;
