@@ -419,7 +419,9 @@ impl crate::Vcpu for KvmVcpu {
                 K::IoOut(port, data) => VcpuExit::IoOut { port, data },
                 K::MmioRead(addr, data) => VcpuExit::MmioRead { addr, data },
                 K::MmioWrite(addr, data) => VcpuExit::MmioWrite { addr, data },
-                K::Hlt => VcpuExit::Hlt,
+                // The in-kernel local APIC handles HLT inside KVM_RUN (the contract of
+                // `Vcpu::run`); KVM exits for it only without one, which never happens here.
+                K::Hlt => VcpuExit::Unhandled("HLT without an in-kernel local APIC".into()),
                 K::Shutdown => VcpuExit::Shutdown,
                 K::Intr => VcpuExit::Interrupted,
                 K::FailEntry(reason, _) => VcpuExit::FailEntry { reason },

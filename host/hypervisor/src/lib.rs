@@ -81,6 +81,9 @@ pub type Result<T> = std::result::Result<T, HypervisorError>;
 ///
 /// I/O and MMIO exits borrow the data buffer of the vCPU: for reads the VMM fills `data`
 /// (its length is the access size) and the next [`Vcpu::run`] hands it to the guest.
+///
+/// There is no exit for `HLT`: a halted vCPU waits inside [`Vcpu::run`] (see there), so a
+/// guest that idles, or halts with interrupts off, never ends the VM by halting.
 #[derive(Debug)]
 pub enum VcpuExit<'a> {
     /// The guest read `data.len()` bytes from I/O port `port`.
@@ -111,8 +114,6 @@ pub enum VcpuExit<'a> {
         /// The bytes written.
         data: &'a [u8],
     },
-    /// The vCPU executed `HLT` with no interrupt controller to wait on it.
-    Hlt,
     /// The guest shut the vCPU down (on x86 a triple fault).
     Shutdown,
     /// The guest asked for a system reset through a hypervisor-handled mechanism.
@@ -210,6 +211,12 @@ pub trait Vcpu {
     /// A handle other threads use to interrupt [`Vcpu::run`].
     fn kicker(&self) -> Arc<dyn VcpuKicker>;
     /// Runs the guest until the next exit the VMM must handle.
+    ///
+    /// `HLT` is the backend's to handle, not an exit: the vCPU waits inside `run` until its
+    /// interrupt controller has an interrupt for it, then goes on running the guest. KVM
+    /// waits in its in-kernel local APIC; a backend without one (HVF, WHP) blocks in `run`
+    /// on its own interrupt state. A [`VcpuKicker::kick`] ends the wait with
+    /// [`VcpuExit::Interrupted`], so a halted vCPU can always be stopped.
     fn run(&mut self) -> Result<VcpuExit<'_>>;
     /// The vCPU's registers now (to tell where a crashed guest was).
     fn registers(&self) -> Result<(Registers, SpecialRegisters)>;

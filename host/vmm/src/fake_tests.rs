@@ -192,7 +192,8 @@ impl Vcpu for FakeVcpu {
             }
             Some(Step::Shutdown) => Ok(VcpuExit::Shutdown),
             None => {
-                // "In the guest" until kicked.
+                // "In the guest", or halted in it: a halted vCPU waits inside `run` (the
+                // contract of `Vcpu::run`), until kicked.
                 let mut k = self.kick.kicked.lock().unwrap();
                 while !*k {
                     let (g, t) = self

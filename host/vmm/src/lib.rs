@@ -62,11 +62,6 @@ pub enum ExitReason {
         /// Its registers at the fault (RIP, RSP, control registers), or why unknown.
         state: String,
     },
-    /// A vCPU halted with interrupts off.
-    Halted {
-        /// The vCPU.
-        vcpu: u32,
-    },
     /// The VMM was told to stop (SIGTERM or SIGINT).
     Stopped,
     /// A vCPU failed in the hypervisor.
@@ -90,7 +85,6 @@ impl std::fmt::Display for ExitReason {
                     "vCPU {vcpu} triple-faulted (the guest crashed) at {state}"
                 )
             }
-            ExitReason::Halted { vcpu } => write!(f, "vCPU {vcpu} halted with interrupts off"),
             ExitReason::Stopped => write!(f, "the VMM was told to stop"),
             ExitReason::VcpuError { vcpu, error } => write!(f, "vCPU {vcpu} failed: {error}"),
         }

@@ -25,8 +25,6 @@ pub(crate) enum VmEvent {
     PowerOff,
     /// A vCPU triple-faulted; where it was, when the registers could be read.
     TripleFault(u32, String),
-    /// A vCPU halted with no way to wake it.
-    Halted(u32),
     /// A vCPU failed.
     VcpuError(u32, String),
 }
@@ -182,7 +180,6 @@ fn wait_for_end(events: &std::sync::mpsc::Receiver<VmEvent>) -> ExitReason {
             Ok(VmEvent::TripleFault(vcpu, state)) => {
                 return ExitReason::TripleFault { vcpu, state }
             }
-            Ok(VmEvent::Halted(vcpu)) => return ExitReason::Halted { vcpu },
             Ok(VmEvent::VcpuError(vcpu, error)) => return ExitReason::VcpuError { vcpu, error },
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return ExitReason::Stopped,
