@@ -419,9 +419,20 @@ impl VmConfig {
     }
 
     /// Checks everything that can be checked on the host before a VM exists: files exist and
-    /// are readable (and of the right kind), sizes are sane, the vsock path is free.
+    /// are readable (and of the right kind), sizes are sane, the vsock path is free. That
+    /// the kernel is one berth can boot is checked as it loads, before any hypervisor is
+    /// opened (`x86_64::boot::load_kernel`).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        crate::kernel::check_pvh_kernel(&self.kernel)?;
+        let kernel = std::fs::File::open(&self.kernel).map_err(|source| ConfigError::Kernel {
+            path: self.kernel.clone(),
+            source,
+        })?;
+        if kernel.metadata().map(|m| !m.is_file()).unwrap_or(true) {
+            return Err(ConfigError::BadKernel {
+                path: self.kernel.clone(),
+                reason: "not a regular file".into(),
+            });
+        }
         if let Some(initrd) = &self.initrd {
             std::fs::File::open(initrd).map_err(|source| ConfigError::Initrd {
                 path: initrd.clone(),
@@ -664,7 +675,7 @@ mod tests {
 
     fn fake_kernel(dir: &Path) -> PathBuf {
         let k = dir.join("vmlinux");
-        std::fs::write(&k, crate::kernel::tests::pvh_elf(0x100_0000)).unwrap();
+        std::fs::write(&k, crate::x86_64::test_kernel::pvh_elf(0x100_0000)).unwrap();
         k
     }
 
@@ -673,6 +684,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut c = VmConfig::new(dir.path().join("missing"));
         assert!(matches!(c.validate(), Err(ConfigError::Kernel { .. })));
+        c.kernel = dir.path().to_path_buf();
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
         c.kernel = fake_kernel(dir.path());
         c.validate().unwrap();
 

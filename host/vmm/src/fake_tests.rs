@@ -223,7 +223,7 @@ fn run_script(
 ) -> (VmOutcome, Vec<Vec<u8>>) {
     let dir = tempfile::tempdir().unwrap();
     let kernel = dir.path().join("vmlinux");
-    std::fs::write(&kernel, crate::kernel::tests::pvh_elf(0x100_0000)).unwrap();
+    std::fs::write(&kernel, crate::x86_64::test_kernel::pvh_elf(0x100_0000)).unwrap();
     let mut config = VmConfig::new(&kernel);
     config.memory_mib = 32;
     config.cpus = scripts.len() as u8;

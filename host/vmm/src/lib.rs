@@ -15,7 +15,6 @@ pub mod config;
 #[cfg(all(target_arch = "x86_64", unix))]
 mod devices;
 pub mod error;
-pub mod kernel;
 #[cfg(all(target_arch = "x86_64", unix))]
 mod machine;
 pub mod signals;
@@ -148,9 +147,10 @@ pub fn kernel_cmdline(config: &VmConfig, device_entries: &[String]) -> String {
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub fn run(config: &VmConfig) -> Result<VmOutcome, VmmError> {
     config.validate()?;
+    let prepared = machine::prepare(config)?;
     signals::install();
     let hypervisor = berth_hypervisor::kvm::KvmHypervisor::new()?;
-    run_on(&hypervisor, config)
+    machine::run_prepared(&hypervisor, config, prepared)
 }
 
 /// Validates `config`, then fails: berth has a hypervisor backend (KVM) and a boot (x86-64)
