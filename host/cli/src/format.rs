@@ -36,13 +36,20 @@ pub fn parse_labels(labels: &[String]) -> std::collections::BTreeMap<String, Str
         .collect()
 }
 
-/// `s` cut to `n` characters, an ellipsis last when cut.
+/// `s` cut to `n` characters, the last of them an ellipsis, as docker's
+/// `formatter.Ellipsis` cuts table cells: a cell of width 0 is empty, and one of width 1
+/// holds the first character alone.
 pub fn truncate(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        let t: String = s.chars().take(n.saturating_sub(1)).collect();
-        format!("{t}…")
+        return s.to_string();
+    }
+    match n {
+        0 => String::new(),
+        1 => s.chars().take(1).collect(),
+        _ => {
+            let t: String = s.chars().take(n - 1).collect();
+            format!("{t}…")
+        }
     }
 }
 
@@ -53,7 +60,23 @@ mod tests {
     #[test]
     fn truncation() {
         assert_eq!(truncate("abcdef", 4), "abc…");
+        assert_eq!(truncate("abcd", 4), "abcd", "a cell that fits is whole");
         assert_eq!(truncate("abc", 4), "abc");
-        assert_eq!(truncate("abc", 0), "…");
+        assert_eq!(truncate("", 0), "");
+        assert_eq!(
+            truncate("abc", 0),
+            "",
+            "width 0: nothing, not a lone ellipsis"
+        );
+        assert_eq!(
+            truncate("abc", 1),
+            "a",
+            "width 1: the first character, no ellipsis"
+        );
+        assert_eq!(truncate("abc", 2), "a…");
+        assert_eq!(truncate("ééééé", 3), "éé…", "characters, not bytes");
+        let t = truncate(&"x".repeat(100), 45);
+        assert_eq!(t.chars().count(), 45);
+        assert!(t.ends_with('…'));
     }
 }

@@ -599,7 +599,7 @@ fn registry_name(server: Option<&str>) -> String {
 fn read_line_no_echo(prompt: &str) -> Result<String> {
     eprint!("{prompt}");
     std::io::stderr().flush()?;
-    let quiet = NoEcho::start();
+    let quiet = crate::terminal::TerminalMode::no_echo();
     let mut line = String::new();
     let r = std::io::stdin().read_line(&mut line);
     if quiet.is_some() {
@@ -608,69 +608,6 @@ fn read_line_no_echo(prompt: &str) -> Result<String> {
     }
     r?;
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
-}
-
-/// The terminal on standard input with echo off, until dropped.
-struct NoEcho {
-    #[cfg(unix)]
-    saved: libc::termios,
-    #[cfg(windows)]
-    saved: (windows_sys::Win32::Foundation::HANDLE, u32),
-}
-
-impl NoEcho {
-    /// Turns echo off; `None` when standard input is no terminal.
-    #[cfg(unix)]
-    fn start() -> Option<Self> {
-        let fd = libc::STDIN_FILENO;
-        // SAFETY: termios is plain old data; tcgetattr fills it for a valid fd or fails.
-        let mut term: libc::termios = unsafe { std::mem::zeroed() };
-        // SAFETY: `term` is a valid, writable termios.
-        if unsafe { libc::tcgetattr(fd, &mut term) } != 0 {
-            return None;
-        }
-        let mut quiet = term;
-        quiet.c_lflag &= !libc::ECHO;
-        // SAFETY: `quiet` is a valid termios derived from the current settings.
-        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) };
-        Some(Self { saved: term })
-    }
-
-    /// Turns echo off; `None` when standard input is no console.
-    #[cfg(windows)]
-    fn start() -> Option<Self> {
-        use windows_sys::Win32::System::Console::{
-            GetConsoleMode, GetStdHandle, SetConsoleMode, ENABLE_ECHO_INPUT, STD_INPUT_HANDLE,
-        };
-        // SAFETY: GetStdHandle has no preconditions.
-        let handle = unsafe { GetStdHandle(STD_INPUT_HANDLE) };
-        let mut mode = 0;
-        // SAFETY: `mode` is a valid, writable CONSOLE_MODE; a handle that is no console
-        // (or none) makes GetConsoleMode fail.
-        if unsafe { GetConsoleMode(handle, &mut mode) } == 0 {
-            return None;
-        }
-        // SAFETY: the console handle just read, with the mode read from it less echo.
-        unsafe { SetConsoleMode(handle, mode & !ENABLE_ECHO_INPUT) };
-        Some(Self {
-            saved: (handle, mode),
-        })
-    }
-}
-
-impl Drop for NoEcho {
-    #[cfg(unix)]
-    fn drop(&mut self) {
-        // SAFETY: restores the settings read in `start` on the same terminal.
-        unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.saved) };
-    }
-
-    #[cfg(windows)]
-    fn drop(&mut self) {
-        let (handle, mode) = self.saved;
-        // SAFETY: restores the mode read in `start` on the same console handle.
-        unsafe { windows_sys::Win32::System::Console::SetConsoleMode(handle, mode) };
-    }
 }
 
 async fn login(a: LoginArgs) -> Result<()> {
@@ -737,13 +674,5 @@ mod tests {
             registry_name(Some("http://localhost:5001/")),
             "localhost:5001"
         );
-    }
-
-    #[test]
-    fn long_commands_are_truncated() {
-        assert_eq!(truncate("abc", 45), "abc");
-        let t = truncate(&"x".repeat(100), 45);
-        assert_eq!(t.chars().count(), 45);
-        assert!(t.ends_with('…'));
     }
 }

@@ -14,6 +14,7 @@ mod images;
 mod networks;
 #[cfg(unix)]
 mod system;
+mod terminal;
 mod vm;
 mod volumes;
 

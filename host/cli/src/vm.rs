@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use berth_vmm::{parse_memory, ConsoleConfig, DiskConfig, VmConfig, VmOutcome, VsockConfig};
 use clap::{Args, Subcommand};
 
@@ -76,19 +75,9 @@ fn parse_disk_arg(s: &str) -> Result<DiskConfig, String> {
     s.parse::<DiskConfig>().map_err(|e| e.to_string())
 }
 
-fn read_config(path: &PathBuf) -> anyhow::Result<VmConfig> {
-    let text = if path.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin()).context("reading the VM config from stdin")?
-    } else {
-        std::fs::read_to_string(path)
-            .with_context(|| format!("reading VM config {}", path.display()))?
-    };
-    Ok(VmConfig::from_json(&text)?)
-}
-
 fn config_from(args: RunArgs) -> anyhow::Result<VmConfig> {
     let mut config = match (&args.config, &args.kernel) {
-        (Some(path), _) => read_config(path)?,
+        (Some(path), _) => VmConfig::read(path)?,
         (None, Some(kernel)) => VmConfig::new(kernel),
         (None, None) => anyhow::bail!("give --kernel (or --config with a JSON VM description)"),
     };
@@ -165,10 +154,10 @@ pub fn main(cmd: VmCommand) -> ExitCode {
 
 /// Runs the hidden `berth vmm --config FILE`.
 pub fn vmm_main(args: VmmArgs) -> ExitCode {
-    match read_config(&args.config) {
+    match VmConfig::read(&args.config) {
         Ok(config) => boot(&config),
         Err(e) => {
-            eprintln!("berth: {}", berth_engine::chain_message(e.as_ref()));
+            eprintln!("berth: {}", berth_engine::chain_message(&e));
             ExitCode::FAILURE
         }
     }

@@ -3,7 +3,7 @@
 use std::io::{BufRead, Write};
 
 use anyhow::{bail, Result};
-use berth_engine::{format_time, Engine};
+use berth_engine::Engine;
 use berth_units::human_size;
 use clap::Subcommand;
 
@@ -93,7 +93,7 @@ pub fn run(cmd: VolumeCommand) -> Result<()> {
             for n in &names {
                 let (v, data) = engine.volume(n)?;
                 out.push(serde_json::json!({
-                    "CreatedAt": format_time(v.created.saturating_mul(1_000_000_000)),
+                    "CreatedAt": berth_units::rfc3339_nano(v.created.saturating_mul(1_000_000_000)),
                     "Driver": "local",
                     "Labels": v.labels,
                     "Mountpoint": data,

@@ -39,7 +39,6 @@ pub use berth_containers::{
 pub use error::{chain_message, Context, Error, ErrorKind, Result, EXIT_BERTH_FAILED};
 #[cfg(unix)]
 pub use lifecycle::{Booted, Timings, EXIT_VM_CRASHED};
-pub use logfile::format_time;
 #[cfg(unix)]
 pub use ops::{
     parse_signal, pump_stdin, Attach, ExecOptions, ExecProcess, LogCursor, LogOptions,

@@ -2,7 +2,6 @@
 //! through the agent, start it in the background under a monitor process (which keeps
 //! its logs and records its end), and reach the files of a stopped one.
 
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -354,15 +353,7 @@ impl Engine {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
-        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        vm::in_own_session(&mut cmd);
         let mut child = cmd.spawn().context("start the container monitor")?;
         // The monitor lives on in its own session; collect it when it ends so that a
         // long-lived caller (the API server) keeps no zombies.

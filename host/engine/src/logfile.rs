@@ -92,30 +92,6 @@ pub fn lines(records: Vec<LogRecord>) -> Vec<LogRecord> {
     out
 }
 
-/// A time in nanoseconds since the epoch as RFC 3339 with nanoseconds, in UTC.
-pub fn format_time(ns: u64) -> String {
-    let secs = (ns / 1_000_000_000) as i64;
-    let nanos = ns % 1_000_000_000;
-    let days = secs.div_euclid(86400);
-    let rem = secs.rem_euclid(86400);
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,14 +119,5 @@ mod tests {
         let (recs, end2) = read_from(&path, end).unwrap();
         assert!(recs.is_empty());
         assert_eq!(end2, end);
-    }
-
-    #[test]
-    fn timestamps_are_rfc3339() {
-        assert_eq!(format_time(0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(
-            format_time(1_795_910_400_123_000_000),
-            "2026-11-29T00:00:00.123000000Z"
-        );
     }
 }

@@ -367,15 +367,7 @@ pub fn spawn_vmm(
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone().context("dup the VMM log")?)
         .stderr(log);
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    in_own_session(&mut cmd);
     let child = cmd.spawn().context("start the VMM process")?;
     let pid = child.id();
     // The child is reaped by whoever waits for the VMM; detaching the handle is fine.
@@ -387,6 +379,21 @@ pub fn spawn_vmm(
             files.last_words()
         )),
     })
+}
+
+/// Makes `cmd` start in a session of its own (setsid), so that it outlives this process
+/// and the terminal's signals (Ctrl-C, hang-up) do not reach it: VMMs and monitors.
+pub(crate) fn in_own_session(cmd: &mut Command) {
+    // SAFETY: the hook runs in the forked child before exec and only calls setsid, which
+    // is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// How long to wait for the agent of a fresh VM: generous, since VMs nested under
@@ -514,6 +521,21 @@ pub fn vcpus(cpus: f64) -> u32 {
 mod tests {
     use super::*;
     use std::io::{Seek, SeekFrom, Write};
+
+    #[test]
+    fn a_process_in_its_own_session_leads_it() {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("5");
+        in_own_session(&mut cmd);
+        let mut child = cmd.spawn().unwrap();
+        let pid = child.id() as libc::pid_t;
+        // SAFETY: getsid only reads the session of a process id.
+        let (sid, ours) = unsafe { (libc::getsid(pid), libc::getsid(0)) };
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(sid, pid, "the child leads a session of its own");
+        assert_ne!(sid, ours);
+    }
 
     #[test]
     fn a_runtime_folder_others_can_reach_is_refused() {

@@ -6,18 +6,17 @@
 
 use std::sync::{Arc, Once};
 
-use berth_devices::{Irq, IrqTrigger};
 use kvm_bindings::{
     kvm_fpu, kvm_pit_config, kvm_regs, kvm_segment, kvm_userspace_memory_region, CpuId, Msrs,
-    KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, KVM_SYSTEM_EVENT_RESET,
-    KVM_SYSTEM_EVENT_SHUTDOWN,
+    KVM_CPUID_FLAG_SIGNIFCANT_INDEX, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+    KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
 };
 use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::{
-    CpuidEntry, DescriptorTable, HypervisorError, Registers, Result, Segment, SpecialRegisters,
-    VcpuExit, VcpuKicker,
+    CpuidEntry, DescriptorTable, HypervisorError, Irq, IrqTrigger, Registers, Result, Segment,
+    SpecialRegisters, VcpuExit, VcpuKicker,
 };
 
 /// The device node KVM is reached through.
@@ -98,19 +97,7 @@ impl crate::Hypervisor for KvmHypervisor {
             .kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(op("KVM_GET_SUPPORTED_CPUID"))?;
-        Ok(cpuid
-            .as_slice()
-            .iter()
-            .map(|e| CpuidEntry {
-                function: e.function,
-                index: e.index,
-                flags: e.flags,
-                eax: e.eax,
-                ebx: e.ebx,
-                ecx: e.ecx,
-                edx: e.edx,
-            })
-            .collect())
+        Ok(cpuid.as_slice().iter().map(from_kvm_cpuid).collect())
     }
 
     fn max_vcpus(&self) -> usize {
@@ -267,6 +254,39 @@ fn from_kvm_segment(s: &kvm_segment) -> Segment {
     }
 }
 
+/// A CPUID entry of KVM's as the portable type: of KVM's flags, only whether the subleaf
+/// matters crosses the boundary.
+fn from_kvm_cpuid(e: &kvm_bindings::kvm_cpuid_entry2) -> CpuidEntry {
+    CpuidEntry {
+        function: e.function,
+        index: e.index,
+        significant_index: e.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX != 0,
+        eax: e.eax,
+        ebx: e.ebx,
+        ecx: e.ecx,
+        edx: e.edx,
+    }
+}
+
+/// A portable CPUID entry as KVM's. KVM's other flags (STATEFUL_FUNC, STATE_READ_NEXT) are
+/// for the stateful form of leaf 2, which KVM stopped emulating (Linux 5.7).
+fn to_kvm_cpuid(e: &CpuidEntry) -> kvm_bindings::kvm_cpuid_entry2 {
+    kvm_bindings::kvm_cpuid_entry2 {
+        function: e.function,
+        index: e.index,
+        flags: if e.significant_index {
+            KVM_CPUID_FLAG_SIGNIFCANT_INDEX
+        } else {
+            0
+        },
+        eax: e.eax,
+        ebx: e.ebx,
+        ecx: e.ecx,
+        edx: e.edx,
+        ..Default::default()
+    }
+}
+
 /// Local APIC register offsets and delivery modes.
 const APIC_LVT0: usize = 0x350;
 const APIC_LVT1: usize = 0x360;
@@ -289,19 +309,8 @@ fn set_lvt_mode(regs: &mut [libc::c_char], offset: usize, mode: u32) {
 
 impl crate::Vcpu for KvmVcpu {
     fn set_cpuid(&mut self, entries: &[CpuidEntry]) -> Result<()> {
-        let kvm_entries: Vec<kvm_bindings::kvm_cpuid_entry2> = entries
-            .iter()
-            .map(|e| kvm_bindings::kvm_cpuid_entry2 {
-                function: e.function,
-                index: e.index,
-                flags: e.flags,
-                eax: e.eax,
-                ebx: e.ebx,
-                ecx: e.ecx,
-                edx: e.edx,
-                ..Default::default()
-            })
-            .collect();
+        let kvm_entries: Vec<kvm_bindings::kvm_cpuid_entry2> =
+            entries.iter().map(to_kvm_cpuid).collect();
         let cpuid =
             CpuId::from_entries(&kvm_entries).map_err(|e| HypervisorError::InvalidArgument {
                 op: "KVM_SET_CPUID2",
@@ -420,7 +429,9 @@ impl crate::Vcpu for KvmVcpu {
                 K::IoOut(port, data) => VcpuExit::IoOut { port, data },
                 K::MmioRead(addr, data) => VcpuExit::MmioRead { addr, data },
                 K::MmioWrite(addr, data) => VcpuExit::MmioWrite { addr, data },
-                K::Hlt => VcpuExit::Hlt,
+                // The in-kernel local APIC handles HLT inside KVM_RUN (the contract of
+                // `Vcpu::run`); KVM exits for it only without one, which never happens here.
+                K::Hlt => VcpuExit::Unhandled("HLT without an in-kernel local APIC".into()),
                 K::Shutdown => VcpuExit::Shutdown,
                 K::Intr => VcpuExit::Interrupted,
                 K::FailEntry(reason, _) => VcpuExit::FailEntry { reason },
@@ -442,6 +453,35 @@ impl crate::Vcpu for KvmVcpu {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_significant_index_flag_crosses_the_boundary() {
+        let kvm = kvm_bindings::kvm_cpuid_entry2 {
+            function: 0xb,
+            index: 1,
+            flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX | kvm_bindings::KVM_CPUID_FLAG_STATEFUL_FUNC,
+            eax: 1,
+            ebx: 2,
+            ecx: 3,
+            edx: 4,
+            ..Default::default()
+        };
+        let e = from_kvm_cpuid(&kvm);
+        assert!(e.significant_index);
+        assert_eq!(
+            (e.function, e.index, e.eax, e.ebx, e.ecx, e.edx),
+            (0xb, 1, 1, 2, 3, 4)
+        );
+        let back = to_kvm_cpuid(&e);
+        assert_eq!(back.flags, KVM_CPUID_FLAG_SIGNIFCANT_INDEX);
+        assert_eq!((back.eax, back.ebx, back.ecx, back.edx), (1, 2, 3, 4));
+        let plain = CpuidEntry {
+            function: 1,
+            ..Default::default()
+        };
+        assert!(!from_kvm_cpuid(&to_kvm_cpuid(&plain)).significant_index);
+        assert_eq!(to_kvm_cpuid(&plain).flags, 0);
+    }
 
     #[test]
     fn lvt_mode_keeps_other_bits() {

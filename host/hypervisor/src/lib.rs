@@ -3,7 +3,7 @@
 //!
 //! Common code (the VMM, the devices) only sees the traits and the plain types of this
 //! crate: a VM exit is a [`VcpuExit`] carrying "port or address, size, data", interrupt lines
-//! are [`berth_devices::IrqTrigger`]s, x86 state is described by [`x86`] types. No KVM type
+//! are [`IrqTrigger`]s (which the devices raise), x86 state is described by [`x86`] types. No KVM type
 //! crosses this boundary; `EventFd`, irqfd and `KVM_RUN` stay inside [`kvm`].
 //!
 //! # How other backends slot in
@@ -21,7 +21,7 @@
 //!   [`VcpuExit::MmioRead`] / [`VcpuExit::MmioWrite`] (address, size, data) the VMM already
 //!   handles; on the next [`Vcpu::run`] it completes the instruction with the data the VMM
 //!   filled in. Interrupt lines map to its virtual interrupt controller (GIC on arm64, or a
-//!   userspace IOAPIC on x86) behind the same [`berth_devices::IrqTrigger`].
+//!   userspace IOAPIC on x86) behind the same [`IrqTrigger`].
 //! - **WHP (Windows Hypervisor Platform).** `WHvRunVirtualProcessor` returns memory-access and
 //!   I/O-port exits that are fed to the WHP instruction emulator (`WHvEmulatorTryMmioEmulation`
 //!   / `WHvEmulatorTryIoEmulation`), whose callbacks produce exactly the port/address, size and
@@ -34,8 +34,6 @@
 #![cfg_attr(not(target_os = "linux"), allow(dead_code))]
 
 use std::sync::Arc;
-
-use berth_devices::Irq;
 
 pub mod x86;
 
@@ -83,6 +81,9 @@ pub type Result<T> = std::result::Result<T, HypervisorError>;
 ///
 /// I/O and MMIO exits borrow the data buffer of the vCPU: for reads the VMM fills `data`
 /// (its length is the access size) and the next [`Vcpu::run`] hands it to the guest.
+///
+/// There is no exit for `HLT`: a halted vCPU waits inside [`Vcpu::run`] (see there), so a
+/// guest that idles, or halts with interrupts off, never ends the VM by halting.
 #[derive(Debug)]
 pub enum VcpuExit<'a> {
     /// The guest read `data.len()` bytes from I/O port `port`.
@@ -113,8 +114,6 @@ pub enum VcpuExit<'a> {
         /// The bytes written.
         data: &'a [u8],
     },
-    /// The vCPU executed `HLT` with no interrupt controller to wait on it.
-    Hlt,
     /// The guest shut the vCPU down (on x86 a triple fault).
     Shutdown,
     /// The guest asked for a system reset through a hypervisor-handled mechanism.
@@ -133,6 +132,19 @@ pub enum VcpuExit<'a> {
     /// An exit berth does not handle; the string names it.
     Unhandled(String),
 }
+
+/// Raises one interrupt line of the guest (edge-triggered).
+///
+/// The backend provides it ([`Vm::irq_line`]): on KVM an irqfd; on other backends whatever
+/// their interrupt controller takes. Devices hold it and raise it; they depend on this
+/// boundary, never on a backend.
+pub trait IrqTrigger: Send + Sync {
+    /// Raises the interrupt once.
+    fn trigger(&self) -> std::io::Result<()>;
+}
+
+/// A shared handle to an interrupt line.
+pub type Irq = Arc<dyn IrqTrigger>;
 
 /// Interrupts a running vCPU from another thread, so that [`Vcpu::run`] returns
 /// [`VcpuExit::Interrupted`] soon.
@@ -199,6 +211,12 @@ pub trait Vcpu {
     /// A handle other threads use to interrupt [`Vcpu::run`].
     fn kicker(&self) -> Arc<dyn VcpuKicker>;
     /// Runs the guest until the next exit the VMM must handle.
+    ///
+    /// `HLT` is the backend's to handle, not an exit: the vCPU waits inside `run` until its
+    /// interrupt controller has an interrupt for it, then goes on running the guest. KVM
+    /// waits in its in-kernel local APIC; a backend without one (HVF, WHP) blocks in `run`
+    /// on its own interrupt state. A [`VcpuKicker::kick`] ends the wait with
+    /// [`VcpuExit::Interrupted`], so a halted vCPU can always be stopped.
     fn run(&mut self) -> Result<VcpuExit<'_>>;
     /// The vCPU's registers now (to tell where a crashed guest was).
     fn registers(&self) -> Result<(Registers, SpecialRegisters)>;

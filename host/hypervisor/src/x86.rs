@@ -5,10 +5,12 @@
 pub struct CpuidEntry {
     /// The leaf (EAX input).
     pub function: u32,
-    /// The subleaf (ECX input), meaningful when `flags` has [`CPUID_FLAG_SIGNIFICANT_INDEX`].
+    /// The subleaf (ECX input), meaningful when `significant_index` is set.
     pub index: u32,
-    /// Backend flags; only [`CPUID_FLAG_SIGNIFICANT_INDEX`] is portable.
-    pub flags: u32,
+    /// The leaf's result depends on the subleaf in ECX (leaves 4, 7, 0xb, 0xd, 0x1f...).
+    /// Backends translate it to and from their own flags (KVM's
+    /// `KVM_CPUID_FLAG_SIGNIFICANT_INDEX`); no backend's bits travel in this type.
+    pub significant_index: bool,
     /// Result EAX.
     pub eax: u32,
     /// Result EBX.
@@ -18,9 +20,6 @@ pub struct CpuidEntry {
     /// Result EDX.
     pub edx: u32,
 }
-
-/// The leaf's result depends on the subleaf in ECX.
-pub const CPUID_FLAG_SIGNIFICANT_INDEX: u32 = 1;
 
 /// General-purpose registers, instruction pointer and flags.
 #[allow(missing_docs)]

@@ -1,6 +1,7 @@
-//! docker's human units, in one place: the sizes users type (`512m`, `1GiB`) and the sizes
-//! and durations the CLI prints (`4.26MB`, `1.50MiB`, `About an hour`). These follow
-//! docker's `go-units` package, so berth's output reads like docker's.
+//! docker's human units, in one place: the sizes users type (`512m`, `1GiB`), the sizes
+//! and durations the CLI prints (`4.26MB`, `1.5MiB`, `About an hour`) and the times it
+//! prints (RFC 3339, as Go spells it). Sizes and durations follow docker's `go-units`
+//! package, so berth's output reads like docker's.
 
 use std::time::Duration;
 
@@ -30,42 +31,59 @@ pub fn parse_size(text: &str) -> Option<u64> {
     (n.is_finite() && n > 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
 }
 
-/// A size in decimal units with three significant digits, as docker's `HumanSize`
-/// (`0B`, `1.23kB`, `4.26MB`, `123MB`): what `docker images` and `prune` print.
+/// A size in decimal units with three significant digits, as the docker CLI prints image
+/// and container sizes (go-units' `HumanSizeWithPrecision(size, 3)`): `0B`, `1.23kB`,
+/// `4.26MB`, `123MB`, and, as docker does, `1e+03kB` just below a megabyte.
 pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < UNITS.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    let digits = if v >= 100.0 {
-        0
-    } else if v >= 10.0 {
-        1
-    } else {
-        2
-    };
-    let s = format!("{v:.digits$}");
-    let s = if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        s
-    };
-    format!("{s}{}", UNITS[i])
+    scaled(bytes, 1000.0, &UNITS, 3)
 }
 
-/// A size in binary units with two decimals (`1.50MiB`), as `docker stats` prints memory.
+/// A size in binary units with four significant digits, as `docker stats` prints memory
+/// (go-units' `BytesSize`): `0B`, `1.5KiB`, `64MiB`, `1.523GiB`.
 pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    scaled(bytes, 1024.0, &UNITS, 4)
+}
+
+/// `bytes` divided by `base` until it is below `base` (or the units run out), printed as
+/// Go's `%.{digits}g` followed by the unit: go-units' `CustomSize`.
+fn scaled(bytes: u64, base: f64, units: &[&str], digits: usize) -> String {
     let mut v = bytes as f64;
     let mut i = 0;
-    while v >= 1024.0 && i < UNITS.len() - 1 {
-        v /= 1024.0;
+    while v >= base && i < units.len() - 1 {
+        v /= base;
         i += 1;
     }
-    format!("{v:.2}{}", UNITS[i])
+    format!("{}{}", go_g(v, digits), units[i])
+}
+
+/// A non-negative `v` as Go's `%.{digits}g` prints it: `digits` significant digits without
+/// trailing zeros, in exponent form (`1e+03`) when the exponent is `digits` or more, or
+/// below -4.
+fn go_g(v: f64, digits: usize) -> String {
+    let digits = digits.max(1);
+    if v == 0.0 {
+        return "0".into();
+    }
+    // Rounding to `digits` significant digits tells the exponent Go decides by.
+    let e = format!("{:.*e}", digits - 1, v);
+    let (mantissa, exp) = e.split_once('e').unwrap_or((&e, "0"));
+    let exp: i64 = exp.parse().unwrap_or(0);
+    let trim = |s: &str| {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    if exp < -4 || exp >= digits as i64 {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{}e{sign}{:02}", trim(mantissa), exp.abs())
+    } else {
+        let decimals = (digits as i64 - 1 - exp) as usize;
+        trim(&format!("{v:.decimals$}"))
+    }
 }
 
 /// A duration as docker's `HumanDuration`: "Less than a second", "5 seconds",
@@ -97,6 +115,32 @@ pub fn human_duration(d: Duration) -> String {
     } else {
         format!("{} years", hours / 24 / 365)
     }
+}
+
+/// A time (nanoseconds since the epoch) in RFC 3339, UTC, with nine fractional digits:
+/// Go's `RFC3339NanoFixed`, which `docker logs -t` prints (`2024-02-29T12:34:56.500000000Z`).
+pub fn rfc3339_nano_fixed(ns: u64) -> String {
+    utc(ns).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+/// A time (nanoseconds since the epoch) in RFC 3339, UTC, as Go's `RFC3339Nano` prints it:
+/// the fraction without its trailing zeros, and none when whole (`2024-02-29T12:34:56.5Z`,
+/// `1970-01-01T00:00:00Z`): how docker's API spells creation and start times.
+pub fn rfc3339_nano(ns: u64) -> String {
+    let fixed = rfc3339_nano_fixed(ns);
+    let (head, frac) = fixed.split_at(fixed.len() - 11);
+    let frac = frac.trim_end_matches('Z').trim_end_matches('0');
+    if frac == "." {
+        format!("{head}Z")
+    } else {
+        format!("{head}{frac}Z")
+    }
+}
+
+fn utc(ns: u64) -> chrono::DateTime<chrono::Utc> {
+    let (secs, nanos) = (ns / 1_000_000_000, (ns % 1_000_000_000) as u32);
+    // Every u64 of nanoseconds (up to the year 2554) is a time chrono can hold.
+    chrono::DateTime::from_timestamp(secs as i64, nanos).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -132,15 +176,60 @@ mod tests {
     #[test]
     fn sizes_print_like_dockers() {
         assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(1), "1B");
         assert_eq!(human_size(999), "999B");
         assert_eq!(human_size(1000), "1kB");
         assert_eq!(human_size(1_234), "1.23kB");
         assert_eq!(human_size(4_260_000), "4.26MB");
         assert_eq!(human_size(12_300_000), "12.3MB");
         assert_eq!(human_size(123_456_789), "123MB");
-        assert_eq!(human_bytes(0), "0.00B");
-        assert_eq!(human_bytes(1536), "1.50KiB");
-        assert_eq!(human_bytes(3 << 30), "3.00GiB");
+        // go-units rounds 999.5 kB to three digits and so prints an exponent.
+        assert_eq!(human_size(999_500), "1e+03kB");
+        assert_eq!(human_size(u64::MAX), "18.4EB");
+    }
+
+    #[test]
+    fn memory_prints_like_docker_stats() {
+        assert_eq!(human_bytes(0), "0B");
+        assert_eq!(human_bytes(1023), "1023B");
+        assert_eq!(human_bytes(1024), "1KiB");
+        assert_eq!(human_bytes(1536), "1.5KiB");
+        assert_eq!(human_bytes(64 << 20), "64MiB");
+        assert_eq!(human_bytes(1_597_000), "1.523MiB");
+        assert_eq!(human_bytes((1 << 20) - 1), "1024KiB");
+        assert_eq!(human_bytes(3 << 30), "3GiB");
+        assert_eq!(human_bytes(u64::MAX), "16EiB");
+    }
+
+    #[test]
+    fn go_g_formats_like_go() {
+        assert_eq!(go_g(0.0, 3), "0");
+        assert_eq!(go_g(1.0, 3), "1");
+        assert_eq!(go_g(1.5, 4), "1.5");
+        assert_eq!(go_g(12.345, 3), "12.3");
+        assert_eq!(go_g(999.4, 3), "999");
+        assert_eq!(go_g(999.5, 3), "1e+03");
+        assert_eq!(go_g(1234.5, 4), "1234");
+        assert_eq!(go_g(0.00001234, 3), "1.23e-05");
+    }
+
+    #[test]
+    fn times_print_as_go_spells_rfc3339() {
+        assert_eq!(rfc3339_nano_fixed(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(rfc3339_nano(0), "1970-01-01T00:00:00Z");
+        // 2024-02-29T12:34:56.5Z: a leap day.
+        let ns = 1_709_210_096_500_000_000;
+        assert_eq!(rfc3339_nano(ns), "2024-02-29T12:34:56.5Z");
+        assert_eq!(rfc3339_nano_fixed(ns), "2024-02-29T12:34:56.500000000Z");
+        assert_eq!(
+            rfc3339_nano_fixed(1_795_910_400_123_000_000),
+            "2026-11-29T00:00:00.123000000Z"
+        );
+        assert_eq!(
+            rfc3339_nano(1_000_000_001),
+            "1970-01-01T00:00:01.000000001Z"
+        );
+        assert_eq!(rfc3339_nano(u64::MAX), "2554-07-21T23:34:33.709551615Z");
     }
 
     #[test]

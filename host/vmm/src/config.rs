@@ -398,15 +398,41 @@ impl VmConfig {
         serde_json::from_str(text).map_err(|e| ConfigError::Json(e.to_string()))
     }
 
+    /// Reads the JSON description in file `path`, or on standard input when `path` is `-`:
+    /// what `berth-vmm --config` and `berth vm run --config` take.
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let read = if path.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin())
+        } else {
+            std::fs::read_to_string(path)
+        };
+        let text = read.map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_json(&text)
+    }
+
     /// The JSON form.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
     /// Checks everything that can be checked on the host before a VM exists: files exist and
-    /// are readable (and of the right kind), sizes are sane, the vsock path is free.
+    /// are readable (and of the right kind), sizes are sane, the vsock path is free. That
+    /// the kernel is one berth can boot is checked as it loads, before any hypervisor is
+    /// opened (`x86_64::boot::load_kernel`).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        crate::kernel::check_pvh_kernel(&self.kernel)?;
+        let kernel = std::fs::File::open(&self.kernel).map_err(|source| ConfigError::Kernel {
+            path: self.kernel.clone(),
+            source,
+        })?;
+        if kernel.metadata().map(|m| !m.is_file()).unwrap_or(true) {
+            return Err(ConfigError::BadKernel {
+                path: self.kernel.clone(),
+                reason: "not a regular file".into(),
+            });
+        }
         if let Some(initrd) = &self.initrd {
             std::fs::File::open(initrd).map_err(|source| ConfigError::Initrd {
                 path: initrd.clone(),
@@ -604,6 +630,21 @@ mod tests {
     }
 
     #[test]
+    fn configs_are_read_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vm.json");
+        let c = VmConfig::new("/k");
+        std::fs::write(&path, c.to_json()).unwrap();
+        assert_eq!(VmConfig::read(&path).unwrap(), c);
+        let missing = dir.path().join("none.json");
+        let e = VmConfig::read(&missing).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }), "{e}");
+        assert!(e.to_string().starts_with("cannot read VM config"), "{e}");
+        std::fs::write(&path, "{").unwrap();
+        assert!(matches!(VmConfig::read(&path), Err(ConfigError::Json(_))));
+    }
+
+    #[test]
     fn json_round_trip_and_defaults() {
         let c = VmConfig::from_json(r#"{"kernel":"/k","disks":[{"path":"/d","read_only":true}],"vsock":{"socket":"/s"},"console":{"file":"/c"}}"#).unwrap();
         assert_eq!(c.memory_mib, 256);
@@ -634,7 +675,7 @@ mod tests {
 
     fn fake_kernel(dir: &Path) -> PathBuf {
         let k = dir.join("vmlinux");
-        std::fs::write(&k, crate::kernel::tests::pvh_elf(0x100_0000)).unwrap();
+        std::fs::write(&k, crate::x86_64::test_kernel::pvh_elf(0x100_0000)).unwrap();
         k
     }
 
@@ -643,6 +684,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut c = VmConfig::new(dir.path().join("missing"));
         assert!(matches!(c.validate(), Err(ConfigError::Kernel { .. })));
+        c.kernel = dir.path().to_path_buf();
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
         c.kernel = fake_kernel(dir.path());
         c.validate().unwrap();
 

@@ -190,6 +190,14 @@ pub enum ConfigError {
     /// invalid VM config JSON: {0}
     #[error("invalid VM config JSON: {0}")]
     Json(String),
+    /// cannot read VM config {path}: {source}
+    #[error("cannot read VM config {path}: {source}")]
+    Read {
+        /// The file (`-`: standard input).
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Why a VM could not be built or run.

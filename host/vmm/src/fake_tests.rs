@@ -7,10 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use berth_devices::{Irq, IrqTrigger};
 use berth_hypervisor::{
-    CpuidEntry, Hypervisor, Registers, Result as HvResult, SpecialRegisters, Vcpu, VcpuExit,
-    VcpuKicker, Vm,
+    CpuidEntry, Hypervisor, Irq, IrqTrigger, Registers, Result as HvResult, SpecialRegisters, Vcpu,
+    VcpuExit, VcpuKicker, Vm,
 };
 
 use super::*;
@@ -193,7 +192,8 @@ impl Vcpu for FakeVcpu {
             }
             Some(Step::Shutdown) => Ok(VcpuExit::Shutdown),
             None => {
-                // "In the guest" until kicked.
+                // "In the guest", or halted in it: a halted vCPU waits inside `run` (the
+                // contract of `Vcpu::run`), until kicked.
                 let mut k = self.kick.kicked.lock().unwrap();
                 while !*k {
                     let (g, t) = self
@@ -223,7 +223,7 @@ fn run_script(
 ) -> (VmOutcome, Vec<Vec<u8>>) {
     let dir = tempfile::tempdir().unwrap();
     let kernel = dir.path().join("vmlinux");
-    std::fs::write(&kernel, crate::kernel::tests::pvh_elf(0x100_0000)).unwrap();
+    std::fs::write(&kernel, crate::x86_64::test_kernel::pvh_elf(0x100_0000)).unwrap();
     let mut config = VmConfig::new(&kernel);
     config.memory_mib = 32;
     config.cpus = scripts.len() as u8;

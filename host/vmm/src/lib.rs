@@ -15,7 +15,6 @@ pub mod config;
 #[cfg(all(target_arch = "x86_64", unix))]
 mod devices;
 pub mod error;
-pub mod kernel;
 #[cfg(all(target_arch = "x86_64", unix))]
 mod machine;
 pub mod signals;
@@ -62,11 +61,6 @@ pub enum ExitReason {
         /// Its registers at the fault (RIP, RSP, control registers), or why unknown.
         state: String,
     },
-    /// A vCPU halted with interrupts off.
-    Halted {
-        /// The vCPU.
-        vcpu: u32,
-    },
     /// The VMM was told to stop (SIGTERM or SIGINT).
     Stopped,
     /// A vCPU failed in the hypervisor.
@@ -90,7 +84,6 @@ impl std::fmt::Display for ExitReason {
                     "vCPU {vcpu} triple-faulted (the guest crashed) at {state}"
                 )
             }
-            ExitReason::Halted { vcpu } => write!(f, "vCPU {vcpu} halted with interrupts off"),
             ExitReason::Stopped => write!(f, "the VMM was told to stop"),
             ExitReason::VcpuError { vcpu, error } => write!(f, "vCPU {vcpu} failed: {error}"),
         }
@@ -154,9 +147,10 @@ pub fn kernel_cmdline(config: &VmConfig, device_entries: &[String]) -> String {
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub fn run(config: &VmConfig) -> Result<VmOutcome, VmmError> {
     config.validate()?;
+    let prepared = machine::prepare(config)?;
     signals::install();
     let hypervisor = berth_hypervisor::kvm::KvmHypervisor::new()?;
-    run_on(&hypervisor, config)
+    machine::run_prepared(&hypervisor, config, prepared)
 }
 
 /// Validates `config`, then fails: berth has a hypervisor backend (KVM) and a boot (x86-64)

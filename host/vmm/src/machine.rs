@@ -25,8 +25,6 @@ pub(crate) enum VmEvent {
     PowerOff,
     /// A vCPU triple-faulted; where it was, when the registers could be read.
     TripleFault(u32, String),
-    /// A vCPU halted with no way to wake it.
-    Halted(u32),
     /// A vCPU failed.
     VcpuError(u32, String),
 }
@@ -39,7 +37,36 @@ pub fn run_on<H: Hypervisor>(hypervisor: &H, config: &VmConfig) -> Result<VmOutc
 where
     H::Vm: 'static,
 {
+    run_prepared(hypervisor, config, prepare(config)?)
+}
+
+/// What a VM needs before any hypervisor is opened: its memory, with the kernel in it.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    mem: GuestMemory,
+    kernel: x86_64::boot::LoadedKernel,
+}
+
+/// Allocates the guest memory of `config` and loads its kernel there: linux-loader's load
+/// is the check that the kernel is one berth can boot, so a bad kernel is refused before a
+/// hypervisor is opened.
+pub(crate) fn prepare(config: &VmConfig) -> Result<Prepared, VmmError> {
+    let mem = x86_64::boot::create_memory(config.memory_mib)?;
+    let kernel = x86_64::boot::load_kernel(&mem, &config.kernel)?;
+    Ok(Prepared { mem, kernel })
+}
+
+/// Runs `config` on `hypervisor` with its memory and kernel already [`prepare`]d.
+pub(crate) fn run_prepared<H: Hypervisor>(
+    hypervisor: &H,
+    config: &VmConfig,
+    prepared: Prepared,
+) -> Result<VmOutcome, VmmError>
+where
+    H::Vm: 'static,
+{
     let started = Instant::now();
+    let Prepared { mem, kernel } = prepared;
     if usize::from(config.cpus) > hypervisor.max_vcpus() {
         return Err(ConfigError::BadCpus {
             cpus: config.cpus,
@@ -48,7 +75,6 @@ where
         .into());
     }
     let vm = Arc::new(hypervisor.create_vm()?);
-    let mem = x86_64::boot::create_memory(config.memory_mib)?;
     map_memory(vm.as_ref(), &mem)?;
 
     let (events_tx, events) = channel();
@@ -57,7 +83,7 @@ where
     tracing::debug!(%cmdline, "kernel command line");
     let boot = x86_64::boot::load(
         &mem,
-        &config.kernel,
+        &kernel,
         config.initrd.as_deref(),
         &cmdline,
         config.cpus,
@@ -182,7 +208,6 @@ fn wait_for_end(events: &std::sync::mpsc::Receiver<VmEvent>) -> ExitReason {
             Ok(VmEvent::TripleFault(vcpu, state)) => {
                 return ExitReason::TripleFault { vcpu, state }
             }
-            Ok(VmEvent::Halted(vcpu)) => return ExitReason::Halted { vcpu },
             Ok(VmEvent::VcpuError(vcpu, error)) => return ExitReason::VcpuError { vcpu, error },
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return ExitReason::Stopped,

@@ -9,7 +9,7 @@
 //! VMM got SIGTERM; 1 when the guest panicked or crashed, or the VM could not start (the
 //! reason and the last console lines are printed on stderr); 2 on a usage error.
 
-use std::io::Read;
+use std::path::Path;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: berth-vmm --config FILE   (a JSON VmConfig; - reads standard input)";
@@ -42,23 +42,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let text = if path == "-" {
-        let mut s = String::new();
-        if let Err(e) = std::io::stdin().read_to_string(&mut s) {
-            eprintln!("berth-vmm: cannot read the VM config from stdin: {e}");
-            return ExitCode::FAILURE;
-        }
-        s
-    } else {
-        match std::fs::read_to_string(&path) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("berth-vmm: cannot read VM config {path}: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
-    };
-    let config = match berth_vmm::VmConfig::from_json(&text) {
+    let config = match berth_vmm::VmConfig::read(Path::new(&path)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("berth-vmm: {e}");

@@ -112,7 +112,6 @@ fn run_loop<C: Vcpu>(vcpu: &mut C, ctx: &VcpuContext) -> Option<VmEvent> {
                 }
             }
             VcpuExit::Interrupted => {}
-            VcpuExit::Hlt => return Some(VmEvent::Halted(id)),
             VcpuExit::Shutdown => return Some(VmEvent::TripleFault(id, crash_state(vcpu))),
             VcpuExit::SystemReset => return Some(VmEvent::Reset),
             VcpuExit::SystemShutdown => return Some(VmEvent::PowerOff),

@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use berth_containers::now;
 use berth_engine::{
-    format_time, parse_signal, vm, ContainerRecord, Engine, ExecOptions, LogOptions, PortMapping,
-    Status, WaitCondition, EXIT_VM_CRASHED,
+    parse_signal, vm, ContainerRecord, Engine, ExecOptions, LogOptions, PortMapping, Status,
+    WaitCondition, EXIT_VM_CRASHED,
 };
 use berth_protocol::chunk::LogStream;
 use berth_units::human_bytes;
@@ -231,7 +231,7 @@ pub async fn logs(name: &str, follow: bool, tail: Option<&str>, timestamps: bool
                 LogStream::Stderr => &mut err,
             };
             if timestamps {
-                write!(w, "{} ", format_time(r.time_ns))?;
+                write!(w, "{} ", berth_units::rfc3339_nano_fixed(r.time_ns))?;
             }
             w.write_all(&r.data)?;
         }

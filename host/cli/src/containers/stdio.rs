@@ -2,7 +2,6 @@
 //! stdin with a proper EOF, signals forwarded, and with `-t` a raw terminal that follows
 //! window resizes.
 
-use std::os::fd::AsFd;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -11,7 +10,6 @@ use berth_engine::ProcessStreams;
 use berth_protocol::chunk::LogStream;
 use berth_protocol::signal as wire;
 use berth_protocol::{Client, ProcessRef};
-use nix::sys::termios::{self, SetArg, Termios};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -56,28 +54,6 @@ fn stdin_reader() -> tokio::io::DuplexStream {
         tracing::warn!("cannot start the stdin reader, so stdin is empty: {e}");
     }
     reader
-}
-
-/// Puts the terminal in raw mode and restores it when dropped.
-struct RawTerminal {
-    saved: Termios,
-}
-
-impl RawTerminal {
-    fn enter() -> Option<Self> {
-        let stdin = std::io::stdin();
-        let saved = termios::tcgetattr(stdin.as_fd()).ok()?;
-        let mut raw = saved.clone();
-        termios::cfmakeraw(&mut raw);
-        termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw).ok()?;
-        Some(Self { saved })
-    }
-}
-
-impl Drop for RawTerminal {
-    fn drop(&mut self) {
-        let _ = termios::tcsetattr(std::io::stdin().as_fd(), SetArg::TCSANOW, &self.saved);
-    }
 }
 
 /// The size of the terminal on stdout (rows, columns).
@@ -139,7 +115,7 @@ pub async fn attach(
         stdin: input,
     } = streams;
     let raw = if mode.tty && mode.interactive {
-        RawTerminal::enter()
+        crate::terminal::TerminalMode::raw()
     } else {
         None
     };

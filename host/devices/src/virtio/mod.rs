@@ -41,6 +41,20 @@ pub mod device_type {
     pub const FS: u32 = 26;
 }
 
+/// A read of a device configuration space held as bytes: copies `config[offset..]` into
+/// `data`, and bytes past the end (or at an offset the guest made up) read as zero, as
+/// [`VirtioDevice::read_config`] promises.
+pub(crate) fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    data.fill(0);
+    let Ok(start) = usize::try_from(offset) else {
+        return;
+    };
+    if let Some(src) = config.get(start..) {
+        let n = src.len().min(data.len());
+        data[..n].copy_from_slice(&src[..n]);
+    }
+}
+
 /// Interrupt status bit: a queue has new used buffers.
 pub const INTERRUPT_USED_RING: u32 = 1;
 /// Interrupt status bit: the device configuration changed.
@@ -156,4 +170,26 @@ pub trait VirtioDevice: Send {
     fn queue_notify(&mut self, index: u32);
     /// The driver reset the device: stop and return to the initial state.
     fn reset(&mut self);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_config_bytes;
+
+    #[test]
+    fn config_reads_past_the_end_are_zero() {
+        let config = [1u8, 2, 3, 4];
+        let mut data = [0xffu8; 4];
+        read_config_bytes(&config, 0, &mut data);
+        assert_eq!(data, [1, 2, 3, 4]);
+        let mut data = [0xffu8; 4];
+        read_config_bytes(&config, 2, &mut data);
+        assert_eq!(data, [3, 4, 0, 0], "a read that runs off the end");
+        for offset in [4, 5, 1 << 32, u64::MAX] {
+            let mut data = [0xffu8; 2];
+            read_config_bytes(&config, offset, &mut data);
+            assert_eq!(data, [0, 0], "offset {offset}");
+        }
+        read_config_bytes(&config, 1, &mut []);
+    }
 }

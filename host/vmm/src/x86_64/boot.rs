@@ -69,30 +69,66 @@ pub struct BootInfo {
     pub entry: u64,
 }
 
-/// Loads the kernel, initrd and command line and writes all boot tables.
-pub fn load(
-    mem: &GuestMemory,
-    kernel: &Path,
-    initrd: Option<&Path>,
-    cmdline: &str,
-    cpus: u8,
-) -> Result<BootInfo, VmmError> {
+/// A kernel loaded into guest memory.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadedKernel {
+    /// Its PVH entry point (32-bit protected mode).
+    pub entry: u64,
+    /// The first guest address past it.
+    pub end: u64,
+}
+
+/// Loads the kernel into guest memory with linux-loader, which is berth's one check that it
+/// is a bootable kernel: a little-endian 64-bit ELF whose segments fit in guest memory,
+/// with a PVH entry note. What is wrong with one that is not is a
+/// [`ConfigError::BadKernel`].
+pub fn load_kernel(mem: &GuestMemory, kernel: &Path) -> Result<LoadedKernel, ConfigError> {
+    use linux_loader::loader::elf::Error as E;
+    use linux_loader::loader::Error as L;
+    let bad = |reason: String| ConfigError::BadKernel {
+        path: kernel.to_path_buf(),
+        reason,
+    };
     let mut file = File::open(kernel).map_err(|source| ConfigError::Kernel {
         path: kernel.to_path_buf(),
         source,
     })?;
-    let loaded = Elf::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START)))
-        .map_err(|e| VmmError::LoadKernel(format!("{}: {e}", kernel.display())))?;
-    let entry = match loaded.pvh_boot_cap {
-        PvhBootCapability::PvhEntryPresent(addr) => addr.0,
-        _ => {
-            return Err(ConfigError::BadKernel {
-                path: kernel.to_path_buf(),
-                reason: "no PVH entry note".into(),
+    let loaded = Elf::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START))).map_err(|e| {
+        bad(match e {
+            L::Elf(E::ReadElfHeader) => "too short to be an ELF file".into(),
+            L::Elf(E::InvalidElfMagicNumber) => {
+                "not an ELF file (a bzImage? use the uncompressed vmlinux)".into()
             }
-            .into())
-        }
-    };
+            L::Elf(E::BigEndianElfOnLittle) => "a big-endian ELF".into(),
+            L::Elf(E::InvalidProgramHeaderSize) => "not a 64-bit ELF".into(),
+            L::Elf(E::InvalidEntryAddress) => "its entry point is below 1 MiB".into(),
+            L::Elf(E::ReadKernelImage | E::InvalidProgramHeaderAddress) | L::MemoryOverflow => {
+                format!(
+                    "it does not fit in the guest's {} MiB of memory, or is truncated",
+                    ram_ranges_total(mem) >> 20
+                )
+            }
+            e => e.to_string(),
+        })
+    })?;
+    match loaded.pvh_boot_cap {
+        PvhBootCapability::PvhEntryPresent(addr) => Ok(LoadedKernel {
+            entry: addr.0,
+            end: loaded.kernel_end,
+        }),
+        _ => Err(bad("no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY)".into())),
+    }
+}
+
+/// Writes everything else the PVH boot needs around a loaded kernel: the initrd, the
+/// command line, the start info and memory map, the GDT and the MP table.
+pub fn load(
+    mem: &GuestMemory,
+    kernel: &LoadedKernel,
+    initrd: Option<&Path>,
+    cmdline: &str,
+    cpus: u8,
+) -> Result<BootInfo, VmmError> {
     let mem_bytes: u64 = ram_ranges_total(mem);
     let low_end = mem_bytes.min(MMIO_GAP_START);
 
@@ -128,7 +164,7 @@ pub fn load(
         };
         let mut file = File::open(path).map_err(initrd_err)?;
         let size = file.metadata().map_err(initrd_err)?.len();
-        let kernel_end = loaded.kernel_end.div_ceil(PAGE) * PAGE;
+        let kernel_end = kernel.end.div_ceil(PAGE) * PAGE;
         let addr = low_end
             .checked_sub(size)
             .map(|a| a & !(PAGE - 1))
@@ -166,7 +202,9 @@ pub fn load(
         .map_err(|e| VmmError::BootData(format!("IDT: {e}")))?;
 
     mptable::write(mem, cpus).map_err(VmmError::BootData)?;
-    Ok(BootInfo { entry })
+    Ok(BootInfo {
+        entry: kernel.entry,
+    })
 }
 
 fn ram_ranges_total(mem: &GuestMemory) -> u64 {
@@ -177,6 +215,7 @@ fn ram_ranges_total(mem: &GuestMemory) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::x86_64::test_kernel::{pvh_elf, NOTE_NAMESZ, NOTE_TYPE};
 
     #[test]
     fn memory_map_covers_ram_and_skips_holes() {
@@ -200,11 +239,15 @@ mod tests {
     fn loads_a_pvh_elf_with_initrd() {
         let dir = tempfile::tempdir().unwrap();
         let kernel = dir.path().join("vmlinux");
-        std::fs::write(&kernel, crate::kernel::tests::pvh_elf(0x100_0000)).unwrap();
+        std::fs::write(&kernel, pvh_elf(0x100_0000)).unwrap();
         let initrd = dir.path().join("initrd");
         std::fs::write(&initrd, vec![0x5a; 5000]).unwrap();
         let mem = create_memory(32).unwrap();
-        let info = load(&mem, &kernel, Some(&initrd), "console=ttyS0", 2).unwrap();
+        let loaded = load_kernel(&mem, &kernel).unwrap();
+        assert_eq!(loaded.entry, 0x100_0000);
+        let code: u8 = mem.read_obj(GuestAddress(0x100_0000)).unwrap();
+        assert_eq!(code, 0xf4, "the kernel's code is in guest memory");
+        let info = load(&mem, &loaded, Some(&initrd), "console=ttyS0", 2).unwrap();
         assert_eq!(info.entry, 0x100_0000);
         let si: hvm_start_info = mem.read_obj(GuestAddress(PVH_INFO_ADDR)).unwrap();
         assert_eq!(si.magic, XEN_HVM_START_MAGIC);
@@ -223,12 +266,52 @@ mod tests {
         let big = dir.path().join("big");
         std::fs::write(&big, vec![0u8; 20 << 20]).unwrap();
         let mem = create_memory(32).unwrap();
+        let loaded = load_kernel(&mem, &kernel).unwrap();
         assert!(matches!(
-            load(&mem, &kernel, Some(&big), "", 1),
+            load(&mem, &loaded, Some(&big), "", 1),
             Err(VmmError::InitrdTooLarge { .. })
         ));
         // A command line over the limit.
         let long = "x".repeat(MAX_CMDLINE);
-        assert!(load(&mem, &kernel, None, &long, 1).is_err());
+        assert!(load(&mem, &loaded, None, &long, 1).is_err());
+    }
+
+    #[test]
+    fn only_pvh_elf_kernels_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let reason = |bytes: Vec<u8>| {
+            let p = dir.path().join("k");
+            std::fs::write(&p, bytes).unwrap();
+            let mem = create_memory(32).unwrap();
+            match load_kernel(&mem, &p) {
+                Err(ConfigError::BadKernel { reason, .. }) => reason,
+                other => panic!("{other:?}"),
+            }
+        };
+        let mut no_note = pvh_elf(0x100_0000);
+        no_note[NOTE_TYPE] = 5; // another note type
+        assert!(reason(no_note).contains("no PVH entry note"));
+
+        let mut bz = b"MZ not an ELF at all, a pretend bzImage".to_vec();
+        bz.resize(4096, 0);
+        assert!(reason(bz).contains("not an ELF file"));
+        assert!(reason(b"\x7fELF".to_vec()).contains("too short"));
+
+        let mut big_endian = pvh_elf(0x100_0000);
+        big_endian[5] = 2;
+        assert!(reason(big_endian).contains("big-endian"));
+
+        let mut huge = pvh_elf(0x100_0000);
+        huge[NOTE_NAMESZ..NOTE_NAMESZ + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        reason(huge);
+
+        // Loaded above the guest's 32 MiB.
+        assert!(reason(pvh_elf(0x400_0000)).contains("does not fit"));
+
+        let mem = create_memory(32).unwrap();
+        assert!(matches!(
+            load_kernel(&mem, &dir.path().join("missing")),
+            Err(ConfigError::Kernel { .. })
+        ));
     }
 }

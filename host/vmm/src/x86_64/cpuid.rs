@@ -5,7 +5,6 @@
 //! (0x4000_0000: KVM signature, 0x4000_0001: kvmclock and friends), which are passed
 //! through. The PMU is hidden. x2apic can be hidden (nested setups where it hangs SMP).
 
-use berth_hypervisor::x86::CPUID_FLAG_SIGNIFICANT_INDEX;
 use berth_hypervisor::CpuidEntry;
 
 /// CPUID.1:ECX bit 21.
@@ -86,7 +85,7 @@ pub fn filter(supported: &[CpuidEntry], opts: CpuidOptions) -> Vec<CpuidEntry> {
                 e.edx = 0;
             }
             0xb | 0x1f => {
-                e.flags |= CPUID_FLAG_SIGNIFICANT_INDEX;
+                e.significant_index = true;
                 e.edx = apic_id;
                 match e.index {
                     0 => {
@@ -136,7 +135,7 @@ mod tests {
         CpuidEntry {
             function,
             index,
-            flags: 0,
+            significant_index: false,
             eax: 0xffff_ffff,
             ebx: 0xffff_ffff,
             ecx: 0xffff_ffff,
@@ -178,6 +177,8 @@ mod tests {
         assert_eq!(find(&v, 0xa, 0).eax, 0);
         let smt = find(&v, 0xb, 0);
         assert_eq!((smt.ebx, smt.ecx, smt.edx), (1, 1 << 8, 1));
+        assert!(smt.significant_index, "leaf 0xb depends on its subleaf");
+        assert!(!l1.significant_index);
         let core = find(&v, 0xb, 1);
         assert_eq!((core.eax, core.ebx, core.ecx), (1, 2, (2 << 8) | 1));
         assert_eq!(find(&v, 0xb, 2).ebx, 0);

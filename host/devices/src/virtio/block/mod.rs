@@ -15,7 +15,10 @@ use std::sync::Arc;
 use virtio_queue::Queue;
 
 use super::queue::SingleQueue;
-use super::{device_type, ActivateError, VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1};
+use super::{
+    device_type, read_config_bytes, ActivateError, VirtioDevice, VirtioInterrupt,
+    VIRTIO_F_VERSION_1,
+};
 use crate::GuestMemory;
 use image::DiskImage;
 
@@ -198,18 +201,6 @@ impl VirtioDevice for Block {
 
     fn reset(&mut self) {
         self.active = None;
-    }
-}
-
-/// Copies `config[offset..]` into `data`; bytes past the end read as zero.
-pub(crate) fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
-    data.fill(0);
-    let Ok(start) = usize::try_from(offset) else {
-        return;
-    };
-    if let Some(src) = config.get(start..) {
-        let n = src.len().min(data.len());
-        data[..n].copy_from_slice(&src[..n]);
     }
 }
 

@@ -32,8 +32,8 @@ use virtio_queue::Queue;
 
 pub use backend::FsBackend;
 
-use super::block::read_config_bytes;
 use super::queue::SingleQueue;
+use super::read_config_bytes;
 use super::thread::QueueThread;
 use super::{device_type, ActivateError, VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1};
 use crate::GuestMemory;

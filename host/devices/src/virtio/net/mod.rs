@@ -31,7 +31,10 @@ use virtio_queue::Queue;
 
 pub use backend::{NetBackend, NetBackendError, Readiness, BACKEND_TOKEN_BASE};
 
-use super::{device_type, ActivateError, VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1};
+use super::{
+    device_type, read_config_bytes, ActivateError, VirtioDevice, VirtioInterrupt,
+    VIRTIO_F_VERSION_1,
+};
 use crate::GuestMemory;
 
 /// `VIRTIO_NET_F_MTU`: the configuration space holds the MTU.
@@ -227,13 +230,7 @@ impl VirtioDevice for Net {
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         let config = self.config_bytes();
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = offset
-                .checked_add(i as u64)
-                .and_then(|o| usize::try_from(o).ok())
-                .and_then(|o| config.get(o).copied())
-                .unwrap_or(0);
-        }
+        read_config_bytes(&config, offset, data);
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {

@@ -44,7 +44,10 @@ use std::sync::Arc;
 
 use virtio_queue::Queue;
 
-use super::{device_type, ActivateError, VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1};
+use super::{
+    device_type, read_config_bytes, ActivateError, VirtioDevice, VirtioInterrupt,
+    VIRTIO_F_VERSION_1,
+};
 use crate::GuestMemory;
 
 /// The host's context id.
@@ -186,13 +189,7 @@ impl VirtioDevice for Vsock {
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         let config = self.guest_cid.to_le_bytes();
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = offset
-                .checked_add(i as u64)
-                .and_then(|o| usize::try_from(o).ok())
-                .and_then(|o| config.get(o).copied())
-                .unwrap_or(0);
-        }
+        read_config_bytes(&config, offset, data);
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
