@@ -20,7 +20,7 @@ archive=$("$here/build-default-image.sh")
 state=$(mktemp -d /tmp/berth-bench.XXXXXX)
 script=$(mktemp)
 trap 'rm -rf "$state" "$script"' EXIT
-berth="$root/target/release/berth"
+berth="${CARGO_TARGET_DIR:-$root/target}/release/berth"
 BERTH_ROOT=$state "$berth" load -i "$archive" >/dev/null
 
 cat >"$script" <<SCRIPT

@@ -8,9 +8,10 @@
 #           harness builds) sharing it over vhost-user.
 # Same kernel, same initramfs (scripts/build-test-initramfs.sh, mode "fs"), one vCPU,
 # 512 MiB. Steps: sequential write and read of MIB MiB (BERTH_BENCH_FS_MIB, default
-# 1024), create, stat and delete 10 000 files, find and tar over a copy of this checkout's
-# tracked files. Prints each step's median seconds, berth's speed against QEMU+virtiofsd
-# (qemu/berth: above 1 is faster) and its share of native speed (native/berth).
+# 1024), create, stat and delete FILES files (BERTH_BENCH_FS_FILES, default 10 000),
+# find and tar over a copy of this checkout's tracked files. Prints each step's median
+# seconds, berth's speed against QEMU+virtiofsd (qemu/berth: above 1 is faster) and its
+# share of native speed (native/berth).
 # Needs a /dev/kvm that boots Linux: run it as
 #   scripts/with-kvm.sh --memory 6144 -- scripts/bench-fs.sh
 # where the host has none. The shared folder lives in BERTH_BENCH_FS_DIR (default: a new
@@ -21,6 +22,8 @@ root=$(cd "$here/.." && pwd)
 runs=${1:-3}
 case "$runs" in ''|*[!0-9]*|0) echo "bench-fs: RUNS must be a positive number" >&2; exit 2 ;; esac
 mib=${BERTH_BENCH_FS_MIB:-1024}
+files=${BERTH_BENCH_FS_FILES:-10000}
+case "$files" in ''|*[!0-9]*|0) echo "bench-fs: BERTH_BENCH_FS_FILES must be a positive number" >&2; exit 2 ;; esac
 case "$mib" in ''|*[!0-9]*|0) echo "bench-fs: BERTH_BENCH_FS_MIB must be a positive number" >&2; exit 2 ;; esac
 
 [ -c /dev/kvm ] || { echo "bench-fs: no /dev/kvm here: run it through scripts/with-kvm.sh" >&2; exit 1; }
@@ -38,14 +41,14 @@ mkdir -p "$work/share/src"
 trap 'rm -rf "$work"' EXIT
 (cd "$root" && git ls-files -z | cpio --null -pdm --quiet "$work/share/src")
 
-/usr/bin/python3 - "$runs" "$mib" "$kernel" "$initrd" "$berth" "$virtiofsd" "$work" "$here/fs-workload.sh" <<'PY'
+/usr/bin/python3 - "$runs" "$mib" "$kernel" "$initrd" "$berth" "$virtiofsd" "$work" "$here/fs-workload.sh" "$files" <<'PY'
 import json, os, statistics, subprocess, sys, time
 
 runs, mib = int(sys.argv[1]), int(sys.argv[2])
-kernel, initrd, berth, virtiofsd, work, workload = sys.argv[3:9]
+kernel, initrd, berth, virtiofsd, work, workload, files = sys.argv[3:10]
 share = os.path.join(work, "share")
 MEM_MIB = 512
-CMDLINE = f"berth.test=fs berth.fs.mib={mib}"
+CMDLINE = f"berth.test=fs berth.fs.mib={mib} berth.fs.files={files}"
 STEPS = ["write", "read", "create", "stat", "delete", "find", "tar"]
 LIMIT = 3600
 
@@ -79,7 +82,7 @@ def attempt(name, fn):
     sys.exit(f"bench-fs: the {name} guest crashed three times")
 
 def native():
-    p = subprocess.run(["sh", workload, share, str(mib)], capture_output=True, text=True,
+    p = subprocess.run(["sh", workload, share, str(mib), files], capture_output=True, text=True,
                        timeout=LIMIT)
     return parse(p.stdout + p.stderr)
 
@@ -130,7 +133,7 @@ for i in range(runs):
               file=sys.stderr, flush=True)
 
 med = {n: {s: statistics.median(r[s] for r in rs) for s in STEPS} for n, rs in results.items()}
-print(f"\nfile sharing, {MEM_MIB} MiB guest, {mib} MiB sequential, medians of {runs} runs (seconds)")
+print(f"\nfile sharing, {MEM_MIB} MiB guest, {mib} MiB sequential, {files} files, medians of {runs} runs (seconds)")
 print(f"{'step':<8}{'native':>9}{'berth':>9}{'qemu':>9}   {'qemu/berth':>10}   {'native/berth':>12}")
 def ratio(a, b):
     return f"{a / b:.2f}x" if b > 0 else "-"

@@ -26,7 +26,7 @@ command -v jq >/dev/null || berth_need_packages jq
 
 berth_log "building berth (release)"
 (cd "$root" && cargo build --release -q -p berth)
-berth="$root/target/release/berth"
+berth="${CARGO_TARGET_DIR:-$root/target}/release/berth"
 
 if [ -z "${BERTH_TEST_REGISTRY:-}" ]; then
   eval "$("$here/registry.sh" start)"

@@ -18,7 +18,7 @@ initramfs=$("$here/build-initramfs.sh")
 archive=$("$here/build-default-image.sh")
 state=$(mktemp -d /tmp/berth-bench.XXXXXX)
 trap 'rm -rf "$state"' EXIT
-berth="$root/target/release/berth"
+berth="${CARGO_TARGET_DIR:-$root/target}/release/berth"
 BERTH_ROOT=$state "$berth" load -i "$archive" >/dev/null
 
 script=$(mktemp)

@@ -35,7 +35,7 @@ mv "$bundle/config.json.new" "$bundle/config.json"
 
 berth_log "building the benchmark (release)"
 cargo build --quiet --release -p berth-runtime --example bench --manifest-path "$root/Cargo.toml"
-bench="$root/target/release/examples/bench"
+bench="${CARGO_TARGET_DIR:-$root/target}/release/examples/bench"
 mkdir -p "$work/berth"
 run=("$bench" --rootfs "$rootfs" --bundle "$bundle" --work "$work/berth" --iterations "$n" --crun "$(command -v crun)")
 # crun refuses a hybrid cgroup layout (v1 controllers plus a cgroup2 "unified" mount with

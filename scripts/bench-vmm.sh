@@ -21,7 +21,7 @@ case "$runs" in ''|*[!0-9]*|0) echo "bench-vmm: RUNS must be a positive number" 
 [ -c /dev/kvm ] || { echo "bench-vmm: no /dev/kvm here: run it through scripts/with-kvm.sh" >&2; exit 1; }
 kernel=${BERTH_KERNEL:-$("$here/build-kernel.sh")/vmlinux}
 initrd=${BERTH_TEST_INITRAMFS:-$("$here/build-test-initramfs.sh")}
-berth=${BERTH_VMM_BIN:-$root/target/release/berth-vmm}
+berth=${BERTH_VMM_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/berth-vmm}
 if [ ! -x "$berth" ]; then
   (cd "$root" && cargo build --release --quiet -p berth-vmm >&2)
 fi

@@ -13,7 +13,8 @@
 #                     trip to the host's loopback through .254, on the ports given as
 #                     berth.net.tcp=PORT and berth.net.udp=PORT, then reboot -f
 #   berth.test=fs     mount the virtio-fs share tagged "bench" on /data and run
-#                     scripts/fs-workload.sh there (berth.fs.mib=N MiB of sequential I/O),
+#                     scripts/fs-workload.sh there (berth.fs.mib=N MiB of sequential I/O,
+#                     berth.fs.files=N files created, statted and deleted),
 #                     then reboot -f (scripts/bench-fs.sh)
 #   berth.test=sleep  print one line, then wait forever (stop tests)
 #   berth.test=hello  (default) print one line, then reboot -f (the benchmark)
@@ -64,11 +65,15 @@ case "$mode" in
     ;;
   fs)
     mib=1024
+    files=10000
     for arg in $(cat /proc/cmdline); do
-      case "$arg" in berth.fs.mib=*) mib=${arg#berth.fs.mib=} ;; esac
+      case "$arg" in
+        berth.fs.mib=*) mib=${arg#berth.fs.mib=} ;;
+        berth.fs.files=*) files=${arg#berth.fs.files=} ;;
+      esac
     done
     mkdir -p /data
-    mount -t virtiofs bench /data && fs-workload /data "$mib" | while read -r line; do say "$line"; done
+    mount -t virtiofs bench /data && fs-workload /data "$mib" "$files" | while read -r line; do say "$line"; done
     ;;
   sleep)
     while :; do sleep 3600; done

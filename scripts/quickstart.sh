@@ -23,7 +23,7 @@ state=${BERTH_ROOT:-${XDG_DATA_HOME:-$HOME/.local/share}/berth}
 mkdir -p "$state/kernel"
 install -m 0644 "$BERTH_KERNEL" "$state/kernel/vmlinux"
 install -m 0644 "$initramfs" "$state/kernel/initramfs.cpio.gz"
-berth=$root/target/release/berth
+berth=${CARGO_TARGET_DIR:-$root/target}/release/berth
 archive=$("$here/build-default-image.sh")
 "$berth" load -i "$archive" >&2
 

@@ -8,8 +8,9 @@
 #  4. the services tests talk to: registry servers on loopback;
 #  5. every test binary with its ignored tests included: binaries named vm_* inside
 #     scripts/with-kvm.sh (one harness machine per binary), the others on the host
-#     as root; then the doc tests.
-# Ends with a summary line "tests: N passed, N failed".
+#     as root;
+#  6. one short run of each benchmark (scripts/bench-*.sh), then the doc tests.
+# Ends with a summary line "tests: N passed, N failed" (a benchmark counts as one).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -30,6 +31,14 @@ if [ -z "${CARGO_TARGET_DIR:-}" ]; then
   builds="$(berth_cache_dir)/cargo-target"
   key=$(rustc -vV | sha256sum | cut -c1-16)
   export CARGO_TARGET_DIR="$builds/$key"
+  # Where this toolchain has no folder yet, the newest other one is taken over (the
+  # lock-file-keyed folders of before, or another toolchain's): cargo rebuilds only what
+  # differs, and the 40 GiB cap below bounds what piles up.
+  if [ ! -d "$CARGO_TARGET_DIR" ]; then
+    # shellcheck disable=SC2012
+    newest=$(ls -1t "$builds" 2>/dev/null | head -n 1)
+    [ -z "$newest" ] || mv "$builds/$newest" "$CARGO_TARGET_DIR"
+  fi
   mkdir -p "$CARGO_TARGET_DIR"
   if [ "$(du -s -BG "$CARGO_TARGET_DIR" | cut -f1 | tr -d G)" -gt 40 ]; then
     echo "cargo's cached build passed 40 GiB: starting it over"
@@ -62,8 +71,9 @@ for pair in build-initramfs:BERTH_INITRAMFS build-test-initramfs:BERTH_TEST_INIT
   export "$var=$path"
   echo "$var=$path"
 done
-cargo build --locked -p berth -p berth-vmm
-export BERTH_BIN="$CARGO_TARGET_DIR/debug/berth"
+# The tests drive the release build, what people install (and what the benchmarks time).
+cargo build --locked --release -p berth -p berth-vmm
+export BERTH_BIN="$CARGO_TARGET_DIR/release/berth"
 
 section "services"
 cleanup_services=()
@@ -196,11 +206,34 @@ while IFS=$'\t' read -r name exe dir; do
   done
 done <"$tests_list"
 
+section "benchmarks: one short run of each (scripts/bench-*.sh)"
+# Each benchmark as its own comment says to run it, with the fewest runs and smallest
+# sizes: that they still work is what counts here, not their figures (noisy, and nested
+# emulation where the host has no hardware KVM).
+bench_passed=0
+bench_failed=0
+for bench in "bench-vmm.sh 1:with-kvm" "bench-run.sh 1:" "bench-docker.sh 1:" \
+  "bench-net.sh 1:with-kvm" "bench-fs.sh 1:with-kvm" "bench-image.sh 1:" "bench-runtime.sh 5:"; do
+  cmd=${bench%%:*}
+  echo "---- $cmd (${SECONDS}s in)"
+  read -r -a words <<<"$cmd"
+  case "${bench#*:}" in
+    with-kvm) run=("$here/with-kvm.sh" --memory 6144 -- "$here/${words[0]}" "${words[@]:1}") ;;
+    *) run=("$here/${words[0]}" "${words[@]:1}") ;;
+  esac
+  if BERTH_BENCH_FS_MIB=16 BERTH_BENCH_FS_FILES=200 "${run[@]}"; then
+    bench_passed=$(( bench_passed + 1 ))
+  else
+    echo "$cmd FAILED (see above)" | tee -a "$results"
+    bench_failed=$(( bench_failed + 1 ))
+  fi
+done
+
 section "doc tests"
 cargo test --workspace --locked --doc 2>&1 | tee -a "$results" || status=1
 
-total_passed=$(grep -oE '^test result: .* ([0-9]+) passed' "$results" | grep -oE '[0-9]+ passed' | awk -v vm="$vm_passed" '{s+=$1} END {print s+vm}')
-total_failed=$(grep -oE '^test result: .*; ([0-9]+) failed' "$results" | grep -oE '[0-9]+ failed' | awk -v vm="$vm_failed" '{s+=$1} END {print s+vm}')
+total_passed=$(grep -oE '^test result: .* ([0-9]+) passed' "$results" | grep -oE '[0-9]+ passed' | awk -v vm="$((vm_passed + bench_passed))" '{s+=$1} END {print s+vm}')
+total_failed=$(grep -oE '^test result: .*; ([0-9]+) failed' "$results" | grep -oE '[0-9]+ failed' | awk -v vm="$((vm_failed + bench_failed))" '{s+=$1} END {print s+vm}')
 rm -f "$tests_list" "$results" "$one"
 if [ "$total_failed" -ne 0 ]; then status=1; fi
 if [ "$status" -ne 0 ] && [ "$total_failed" -eq 0 ]; then
