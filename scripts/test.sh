@@ -8,7 +8,9 @@
 #  4. the services tests talk to: registry servers on loopback;
 #  5. every test binary with its ignored tests included: binaries named vm_* inside
 #     scripts/with-kvm.sh (one harness machine per binary), the others on the host
-#     as root; then the doc tests.
+#     as root; then the doc tests;
+#  6. after the host tests, every fuzz target briefly over its corpus (scripts/fuzz.sh,
+#     BERTH_FUZZ_TIME seconds each, 20 by default): a crash fails the suite.
 # Ends with a summary line "tests: N passed, N failed".
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -94,6 +96,12 @@ while IFS=$'\t' read -r name exe dir; do
   echo "---- $name"
   (cd "$dir" && "$exe" --include-ignored) 2>&1 | tee -a "$results" || status=1
 done <"$tests_list"
+
+section "fuzzing (scripts/fuzz.sh)"
+# Each target for a short while over its corpus in tests/fuzz/corpus (new inputs go to a
+# corpus in the cache, never into the clone); a crash or a failed build fails the suite.
+fuzz_status=0
+"$here/fuzz.sh" --time "${BERTH_FUZZ_TIME:-20}" || fuzz_status=1
 
 section "VM tests (through scripts/with-kvm.sh)"
 one=$(mktemp)
@@ -192,6 +200,10 @@ cargo test --workspace --locked --doc 2>&1 | tee -a "$results" || status=1
 passed=$(grep -oE '^test result: .* ([0-9]+) passed' "$results" | grep -oE '[0-9]+ passed' | awk -v vm="$vm_passed" '{s+=$1} END {print s+vm}')
 failed=$(grep -oE '^test result: .*; ([0-9]+) failed' "$results" | grep -oE '[0-9]+ failed' | awk -v vm="$vm_failed" '{s+=$1} END {print s+vm}')
 rm -f "$tests_list" "$results" "$one"
+if [ "$fuzz_status" -ne 0 ]; then
+  echo "fuzzing: a target crashed or did not build (see the fuzzing section)"
+  failed=$((failed + 1))
+fi
 if [ "$failed" -ne 0 ]; then status=1; fi
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
   echo "a test binary, the build or the harness failed before reporting its tests (see above)"
