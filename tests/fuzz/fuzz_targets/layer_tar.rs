@@ -19,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
     match berth_image::erofs::write_layer_image(data, &out, "fuzz") {
         Ok((_diff_id, _size)) => {
             let len = std::fs::metadata(&out).expect("the image is there").len();
-            assert!(len > 0 && len.is_multiple_of(4096), "an image is whole blocks");
+            assert!(
+                len > 0 && len.is_multiple_of(4096),
+                "an image is whole blocks"
+            );
         }
         Err(_) => assert!(!out.exists(), "a refused layer leaves no image"),
     }
