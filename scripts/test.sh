@@ -9,8 +9,11 @@
 #  5. every test binary with its ignored tests included: binaries named vm_* inside
 #     scripts/with-kvm.sh (one harness machine per binary), the others on the host
 #     as root;
-#  6. one short run of each benchmark (scripts/bench-*.sh), then the doc tests.
-# Ends with a summary line "tests: N passed, N failed" (a benchmark counts as one).
+#  6. every fuzz target briefly over its corpus (scripts/fuzz.sh, BERTH_FUZZ_TIME seconds
+#     each, 20 by default): a crash fails the suite;
+#  7. one short run of each benchmark (scripts/bench-*.sh), then the doc tests.
+# Ends with a summary line "tests: N passed, N failed" (fuzzing and each benchmark count
+# as one).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -114,6 +117,12 @@ while IFS=$'\t' read -r name exe dir; do
   echo "---- $name"
   (cd "$dir" && RUSTC_BOOTSTRAP=1 "$exe" --include-ignored "${report_time[@]}") 2>&1 | tee -a "$results" || status=1
 done <"$tests_list"
+
+section "fuzzing (scripts/fuzz.sh)"
+# Each target for a short while over its corpus in tests/fuzz/corpus (new inputs go to a
+# corpus in the cache, never into the clone); a crash or a failed build fails the suite.
+fuzz_status=0
+"$here/fuzz.sh" --time "${BERTH_FUZZ_TIME:-20}" || fuzz_status=1
 
 section "VM tests (through scripts/with-kvm.sh)"
 one=$(mktemp)
@@ -235,6 +244,12 @@ cargo test --workspace --locked --doc 2>&1 | tee -a "$results" || status=1
 total_passed=$(grep -oE '^test result: .* ([0-9]+) passed' "$results" | grep -oE '[0-9]+ passed' | awk -v vm="$((vm_passed + bench_passed))" '{s+=$1} END {print s+vm}')
 total_failed=$(grep -oE '^test result: .*; ([0-9]+) failed' "$results" | grep -oE '[0-9]+ failed' | awk -v vm="$((vm_failed + bench_failed))" '{s+=$1} END {print s+vm}')
 rm -f "$tests_list" "$results" "$one"
+if [ "$fuzz_status" -ne 0 ]; then
+  echo "fuzzing: a target crashed or did not build (see the fuzzing section)"
+  total_failed=$((total_failed + 1))
+else
+  total_passed=$((total_passed + 1))
+fi
 if [ "$total_failed" -ne 0 ]; then status=1; fi
 if [ "$status" -ne 0 ] && [ "$total_failed" -eq 0 ]; then
   echo "a test binary, the build or the harness failed before reporting its tests (see above)"

@@ -85,7 +85,7 @@ pub fn by_name(s: &str) -> Option<i32> {
         } else {
             offset.parse::<i32>().ok()?
         };
-        let n = base + sign * k;
+        let n = base.checked_add(sign.checked_mul(k)?)?;
         (RTMIN..=MAX).contains(&n).then_some(n)
     };
     match name {
@@ -128,6 +128,23 @@ mod tests {
     fn anything_else_is_refused() {
         for bad in [
             "", "0", "65", "-9", "NOPE", "SIG", "RTMIN+31", "RTMAX-31", "RTMIN+x", "KILLX",
+        ] {
+            assert_eq!(by_name(bad), None, "{bad:?}");
+        }
+    }
+
+    /// Found while writing the protocol_frames fuzz target: an offset near i32's limits
+    /// overflowed (a panic in debug builds, a wrapped number in release) instead of being
+    /// refused.
+    #[test]
+    fn real_time_offsets_out_of_i32_are_refused() {
+        for bad in [
+            "RTMIN+2147483647",
+            "SIGRTMIN+2147483614",
+            "RTMAX--2147483648",
+            "RTMAX-2147483647",
+            "RTMIN+-2147483648",
+            "RTMIN+99999999999",
         ] {
             assert_eq!(by_name(bad), None, "{bad:?}");
         }

@@ -6,12 +6,16 @@
 //! round of work. Stopping waits for the round in progress to end; after
 //! [`QueueThread::stop`] (or drop) the work closure is gone and never touches guest memory
 //! again, which a driver reset requires.
+//!
+//! With the `fuzzing` feature there is no thread: each kick runs one round of the work on
+//! the kicking thread, so that a fuzzer's run is deterministic and sees every panic.
 
 use std::io;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
 #[derive(Default)]
+#[cfg_attr(feature = "fuzzing", allow(dead_code))]
 struct State {
     kicked: bool,
     stop: bool,
@@ -35,6 +39,9 @@ pub(crate) struct QueueThread {
     name: String,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    /// `fuzzing`: the work, run by [`QueueThread::kick`] itself.
+    #[cfg(feature = "fuzzing")]
+    inline: Mutex<Box<dyn FnMut() + Send>>,
 }
 
 impl std::fmt::Debug for QueueThread {
@@ -46,7 +53,19 @@ impl std::fmt::Debug for QueueThread {
 }
 
 impl QueueThread {
+    /// `fuzzing`: keeps `work` for [`QueueThread::kick`] to run; starts no thread.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn spawn(name: String, work: impl FnMut() + Send + 'static) -> io::Result<Self> {
+        Ok(Self {
+            name,
+            shared: Arc::default(),
+            thread: None,
+            inline: Mutex::new(Box::new(work)),
+        })
+    }
+
     /// Starts a thread called `name` that runs `work` once per batch of kicks.
+    #[cfg(not(feature = "fuzzing"))]
     pub(crate) fn spawn(name: String, mut work: impl FnMut() + Send + 'static) -> io::Result<Self> {
         let shared = Arc::new(Shared::default());
         let theirs = shared.clone();
@@ -78,8 +97,13 @@ impl QueueThread {
 
     /// Asks for one more round of work (the driver notified the queue).
     pub(crate) fn kick(&self) {
-        self.shared.lock().kicked = true;
-        self.shared.wake.notify_one();
+        #[cfg(feature = "fuzzing")]
+        (self.inline.lock().unwrap_or_else(PoisonError::into_inner))();
+        #[cfg(not(feature = "fuzzing"))]
+        {
+            self.shared.lock().kicked = true;
+            self.shared.wake.notify_one();
+        }
     }
 
     /// Stops the thread and waits for the round in progress to end.

@@ -14,6 +14,9 @@
 //! [`VirtioDevice::queue_notify`] kicks) and the backend's sources. Reset stops the thread;
 //! the backend and its flows survive for the next activation, as the guest's TCP stack
 //! does not forget its connections when the driver is reloaded.
+//!
+//! With the `fuzzing` feature there is no thread: each notification serves the queues and
+//! the backend once on the notifying thread (the backend's events are not polled).
 
 mod backend;
 mod worker;
@@ -128,6 +131,7 @@ struct Idle {
     backend: Box<dyn NetBackend>,
 }
 
+#[cfg_attr(feature = "fuzzing", allow(dead_code))]
 struct Running {
     thread: JoinHandle<Idle>,
     stop: Arc<AtomicBool>,
@@ -142,6 +146,9 @@ pub struct Net {
     waker: Arc<Waker>,
     idle: Option<Idle>,
     running: Option<Running>,
+    /// `fuzzing`: the started device, served by [`VirtioDevice::queue_notify`] itself.
+    #[cfg(feature = "fuzzing")]
+    inline: Option<(worker::Worker, Poll)>,
 }
 
 impl std::fmt::Debug for Net {
@@ -179,6 +186,8 @@ impl Net {
             waker,
             idle: Some(Idle { poll, backend }),
             running: None,
+            #[cfg(feature = "fuzzing")]
+            inline: None,
         })
     }
 
@@ -197,7 +206,36 @@ impl Net {
         c
     }
 
+    /// Runs `worker` on the device thread.
+    #[cfg(not(feature = "fuzzing"))]
+    fn start(&mut self, worker: worker::Worker, poll: Poll) -> Result<(), ActivateError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("virtio-net".into())
+            .spawn(move || worker.run(poll, thread_stop))
+            .map_err(|e| {
+                ActivateError::Backend(format!("cannot start the virtio-net thread: {e}"))
+            })?;
+        self.running = Some(Running { thread, stop });
+        Ok(())
+    }
+
+    /// `fuzzing`: keeps `worker` for [`VirtioDevice::queue_notify`] to run.
+    #[cfg(feature = "fuzzing")]
+    fn start(&mut self, worker: worker::Worker, poll: Poll) -> Result<(), ActivateError> {
+        self.inline = Some((worker, poll));
+        Ok(())
+    }
+
     fn stop(&mut self) {
+        #[cfg(feature = "fuzzing")]
+        if let Some((worker, poll)) = self.inline.take() {
+            self.idle = Some(Idle {
+                poll,
+                backend: worker.into_backend(),
+            });
+        }
         if let Some(running) = self.running.take() {
             running.stop.store(true, Ordering::SeqCst);
             if let Err(e) = self.waker.wake() {
@@ -261,22 +299,17 @@ impl VirtioDevice for Net {
                 "the network backend was lost when the device thread panicked".into(),
             ));
         };
-        let stop = Arc::new(AtomicBool::new(false));
         let worker =
             worker::Worker::new(mem, interrupt, rxq, txq, idle.backend, self.stats.clone());
-        let thread_stop = stop.clone();
-        let poll = idle.poll;
-        let thread = std::thread::Builder::new()
-            .name("virtio-net".into())
-            .spawn(move || worker.run(poll, thread_stop))
-            .map_err(|e| {
-                ActivateError::Backend(format!("cannot start the virtio-net thread: {e}"))
-            })?;
-        self.running = Some(Running { thread, stop });
-        Ok(())
+        self.start(worker, idle.poll)
     }
 
     fn queue_notify(&mut self, index: u32) {
+        #[cfg(feature = "fuzzing")]
+        if let (0 | 1, Some((worker, _))) = (index, &mut self.inline) {
+            worker.work();
+            return;
+        }
         match (index, &self.running) {
             (0 | 1, Some(_)) => {
                 if let Err(e) = self.waker.wake() {

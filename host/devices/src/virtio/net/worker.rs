@@ -58,6 +58,7 @@ impl Worker {
     }
 
     /// The thread's loop; returns what the next activation needs.
+    #[cfg_attr(feature = "fuzzing", allow(dead_code))]
     pub(super) fn run(mut self, mut poll: Poll, stop: Arc<AtomicBool>) -> super::Idle {
         let mut events = Events::with_capacity(256);
         let mut timeout = None;
@@ -294,6 +295,12 @@ impl Worker {
     fn break_device(&mut self) {
         self.broken = true;
         self.interrupt.set_needs_reset();
+    }
+
+    /// `fuzzing`: the backend back, for the next activation.
+    #[cfg(feature = "fuzzing")]
+    pub(super) fn into_backend(self) -> Box<dyn NetBackend> {
+        self.backend
     }
 
     #[cfg(test)]

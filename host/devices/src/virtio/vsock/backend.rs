@@ -1,5 +1,8 @@
 //! The vsock backend thread: a poll loop over the host listener, the host streams and a
 //! waker, moving packets between the virtqueues and host Unix sockets.
+//!
+//! With the `fuzzing` feature there is no thread: each kick runs one round of the loop on
+//! the kicking thread, polling for events without waiting.
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
@@ -54,6 +57,9 @@ pub(super) struct BackendHandle {
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
     drain: Arc<AtomicBool>,
+    /// `fuzzing`: the backend, run by [`BackendHandle::kick`] itself.
+    #[cfg(feature = "fuzzing")]
+    inline: Option<std::sync::Mutex<(Backend, Events)>>,
 }
 
 impl BackendHandle {
@@ -73,6 +79,7 @@ impl BackendHandle {
         let stop = Arc::new(AtomicBool::new(false));
         let drain = Arc::new(AtomicBool::new(false));
         let [rxq, txq, evq] = queues;
+        #[cfg_attr(feature = "fuzzing", allow(unused_mut))]
         let mut backend = Backend {
             mem,
             interrupt,
@@ -98,19 +105,36 @@ impl BackendHandle {
                 next_local_port: FIRST_LOCAL_PORT,
             },
         };
-        let thread = std::thread::Builder::new()
-            .name("vsock".into())
-            .spawn(move || backend.run())?;
-        Ok(BackendHandle {
-            thread: Some(thread),
+        #[cfg(feature = "fuzzing")]
+        return Ok(BackendHandle {
+            thread: None,
             waker,
             stop,
             drain,
-        })
+            inline: Some(std::sync::Mutex::new((backend, Events::with_capacity(256)))),
+        });
+        #[cfg(not(feature = "fuzzing"))]
+        {
+            let thread = std::thread::Builder::new()
+                .name("vsock".into())
+                .spawn(move || backend.run())?;
+            Ok(BackendHandle {
+                thread: Some(thread),
+                waker,
+                stop,
+                drain,
+            })
+        }
     }
 
     /// Wakes the thread: the guest made buffers or packets available.
     pub fn kick(&self) {
+        #[cfg(feature = "fuzzing")]
+        if let Some(inline) = &self.inline {
+            let (backend, events) = &mut *inline.lock().unwrap_or_else(|e| e.into_inner());
+            backend.round(events, Some(Duration::ZERO));
+            return;
+        }
         if let Err(e) = self.waker.wake() {
             tracing::error!("vsock: cannot wake the backend thread: {e}");
         }
@@ -128,6 +152,13 @@ impl BackendHandle {
     }
 
     fn shutdown(&mut self) {
+        #[cfg(feature = "fuzzing")]
+        if let Some(inline) = self.inline.take() {
+            let (mut backend, mut events) = inline.into_inner().unwrap_or_else(|e| e.into_inner());
+            if self.drain.load(Ordering::SeqCst) {
+                backend.final_flush(&mut events);
+            }
+        }
         if let Some(thread) = self.thread.take() {
             self.stop.store(true, Ordering::SeqCst);
             self.kick();
@@ -160,6 +191,7 @@ struct Backend {
 }
 
 impl Backend {
+    #[cfg_attr(feature = "fuzzing", allow(dead_code))]
     fn run(&mut self) {
         let mut events = Events::with_capacity(256);
         tracing::debug!(cid = self.mux.guest_cid, "vsock: backend started");
@@ -168,28 +200,37 @@ impl Backend {
                 .mux
                 .has_deadlines()
                 .then_some(Duration::from_millis(250));
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    tracing::error!("vsock: poll failed, stopping the device backend: {e}");
-                    break;
-                }
-            }
-            if self.stop.load(Ordering::SeqCst) {
-                if self.drain.load(Ordering::SeqCst) {
-                    self.final_flush(&mut events);
-                }
+            if !self.round(&mut events, timeout) {
                 break;
             }
-            for event in events.iter() {
-                match event.token() {
-                    WAKER => {}
-                    LISTENER => self.mux.accept_all(),
-                    token => self.mux.on_stream_event(token, event),
-                }
-            }
-            self.work();
         }
         tracing::debug!(cid = self.mux.guest_cid, "vsock: backend stopped");
+    }
+
+    /// One round of the loop: waits up to `timeout` for events, handles them and moves
+    /// packets. Returns false when the backend stops.
+    fn round(&mut self, events: &mut Events, timeout: Option<Duration>) -> bool {
+        if let Err(e) = self.poll.poll(events, timeout) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                tracing::error!("vsock: poll failed, stopping the device backend: {e}");
+                return false;
+            }
+        }
+        if self.stop.load(Ordering::SeqCst) {
+            if self.drain.load(Ordering::SeqCst) {
+                self.final_flush(events);
+            }
+            return false;
+        }
+        for event in events.iter() {
+            match event.token() {
+                WAKER => {}
+                LISTENER => self.mux.accept_all(),
+                token => self.mux.on_stream_event(token, event),
+            }
+        }
+        self.work();
+        true
     }
 
     /// Handles what the guest already sent and writes it to the host sockets, waiting for
