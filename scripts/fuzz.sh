@@ -6,9 +6,9 @@
 #
 # * cargo-fuzz (pinned) is installed into the cache with `cargo install --locked` when
 #   missing; the stable toolchain takes cargo-fuzz's -Z flags through RUSTC_BOOTSTRAP=1.
-# * The build lives under $(berth_cache_dir)/fuzz-target, one folder per toolchain (the
-#   others go): a changed lock file rebuilds only what it changes, and a folder past
-#   20 GiB starts over.
+# * The build lives under $(berth_cache_dir)/fuzz-target, one folder per toolchain
+#   (berth_cargo_build_dir in lib.sh): a changed lock file rebuilds only what it
+#   changes, and a folder past 20 GiB starts over.
 # * Each target runs for SECS seconds (-max_total_time), with bounded input size, time per
 #   input and memory, over a copy of its corpus in the repository (tests/fuzz/corpus/T)
 #   plus a corpus in the cache, where new inputs go: nothing is written into the checkout.
@@ -50,25 +50,7 @@ export PATH="$tools/bin:$PATH"
 export RUSTC_BOOTSTRAP=1
 export CARGO_TERM_COLOR=never
 
-builds="$cache/fuzz-target"
-key=$(rustc -vV | sha256sum | cut -c1-16)
-target_dir="$builds/$key"
-# A toolchain without a folder yet takes over the newest other one: cargo rebuilds only
-# what differs.
-if [ ! -d "$target_dir" ]; then
-  # shellcheck disable=SC2012
-  newest=$(ls -1t "$builds" 2>/dev/null | head -n 1)
-  [ -z "$newest" ] || mv "$builds/$newest" "$target_dir"
-fi
-mkdir -p "$target_dir"
-if [ "$(du -s -BG "$target_dir" | cut -f1 | tr -d G)" -gt 20 ]; then
-  berth_log "the fuzz build passed 20 GiB: starting it over"
-  rm -rf "${target_dir:?}"
-  mkdir -p "$target_dir"
-fi
-for old in "$builds"/*; do
-  [ "$old" = "$target_dir" ] || rm -rf "${old:?}"
-done
+target_dir=$(berth_cargo_build_dir "$cache/fuzz-target" 20)
 
 mapfile -t all < <(cd "$fuzz_dir" && cargo fuzz list --fuzz-dir "$fuzz_dir")
 if [ ${#targets[@]} -eq 0 ]; then

@@ -34,3 +34,27 @@ berth_need_packages() {
 berth_log() {
   echo "berth: $*" >&2
 }
+
+# berth_cargo_build_dir DIR MAX_GIB: prints the folder under DIR where cargo builds with
+# the current toolchain (DIR/<hash of rustc -vV>), made ready. Only that folder is kept:
+# where it does not exist yet, the newest other one in DIR is taken over (cargo rebuilds
+# only what differs), any others go, and one grown past MAX_GIB starts over.
+berth_cargo_build_dir() {
+  local builds=$1 max_gib=$2 dir newest old
+  dir="$builds/$(rustc -vV | sha256sum | cut -c1-16)"
+  if [ ! -d "$dir" ]; then
+    # shellcheck disable=SC2012
+    newest=$(ls -1t "$builds" 2>/dev/null | head -n 1)
+    [ -z "$newest" ] || mv "$builds/$newest" "$dir"
+  fi
+  mkdir -p "$dir"
+  if [ "$(du -s -BG "$dir" | cut -f1 | tr -d G)" -gt "$max_gib" ]; then
+    berth_log "the cached build in $dir passed $max_gib GiB: starting it over"
+    rm -rf "${dir:?}"
+    mkdir -p "$dir"
+  fi
+  for old in "$builds"/*; do
+    [ "$old" = "$dir" ] || rm -rf "${old:?}"
+  done
+  echo "$dir"
+}

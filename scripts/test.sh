@@ -27,31 +27,12 @@ section() { printf '\n==== %s (%s, %ds in) ====\n' "$*" "$(date +%T)" "$SECONDS"
 section "set-up"
 eval "$("$here/setup.sh")"
 export CARGO_TERM_COLOR=never
-# Cargo's build is cached outside the clone, one folder per toolchain: a fresh clone
-# rebuilds only berth's own crates, and a changed lock file only the packages it changes.
-# Stale artefacts pile up there, so a folder grown past 40 GiB starts over.
+# Cargo's build is cached outside the clone, one folder per toolchain (see lib.sh): a
+# fresh clone rebuilds only berth's own crates, and a changed lock file only the packages
+# it changes. Stale artefacts pile up there, so a folder grown past 40 GiB starts over.
 if [ -z "${CARGO_TARGET_DIR:-}" ]; then
-  builds="$(berth_cache_dir)/cargo-target"
-  key=$(rustc -vV | sha256sum | cut -c1-16)
-  export CARGO_TARGET_DIR="$builds/$key"
-  # Where this toolchain has no folder yet, the newest other one is taken over (the
-  # lock-file-keyed folders of before, or another toolchain's): cargo rebuilds only what
-  # differs, and the 40 GiB cap below bounds what piles up.
-  if [ ! -d "$CARGO_TARGET_DIR" ]; then
-    # shellcheck disable=SC2012
-    newest=$(ls -1t "$builds" 2>/dev/null | head -n 1)
-    [ -z "$newest" ] || mv "$builds/$newest" "$CARGO_TARGET_DIR"
-  fi
-  mkdir -p "$CARGO_TARGET_DIR"
-  if [ "$(du -s -BG "$CARGO_TARGET_DIR" | cut -f1 | tr -d G)" -gt 40 ]; then
-    echo "cargo's cached build passed 40 GiB: starting it over"
-    rm -rf "${CARGO_TARGET_DIR:?}"
-    mkdir -p "$CARGO_TARGET_DIR"
-  fi
-  # Folders of other toolchains (and of the lock-file keys used before) go.
-  for old in "$builds"/*; do
-    [ "$old" = "$CARGO_TARGET_DIR" ] || rm -rf "${old:?}"
-  done
+  CARGO_TARGET_DIR=$(berth_cargo_build_dir "$(berth_cache_dir)/cargo-target" 40)
+  export CARGO_TARGET_DIR
 fi
 echo "cargo builds in $CARGO_TARGET_DIR"
 
