@@ -325,19 +325,27 @@ fn a_terminal_is_carried(harness: &str, boot: Duration) {
     ]);
     let mut term = OnTerminal::spawn(cmd, 30, 100);
     let at = term.expect("stdin-is-a-terminal", 0, boot);
-    term.type_line("stty size");
-    let at = term.expect("\n30 100", at, Duration::from_secs(60));
-    term.resize(40, 120);
-    let at = resized(&mut term, at, "40 120");
-    term.type_line("echo hi-$((6*7))");
-    term.expect("\nhi-42", at, Duration::from_secs(60));
-    term.type_line("exit 7");
+    type_the_dialogue(&mut term, at);
     assert_eq!(
         term.exit_code(Duration::from_secs(120)),
         Some(7),
         "the terminal showed:\n{}",
         term.transcript()
     );
+}
+
+/// What both terminal tests type into a shell (on a 30x100 terminal, output read from
+/// `at` on): its size, a resize to 40x120 that must reach it, a command's output, and
+/// `exit 7`.
+#[track_caller]
+fn type_the_dialogue(term: &mut OnTerminal, at: usize) {
+    term.type_line("stty size");
+    let at = term.expect("\n30 100", at, Duration::from_secs(60));
+    term.resize(40, 120);
+    let at = resized(term, at, "40 120");
+    term.type_line("echo hi-$((6*7))");
+    term.expect("\nhi-42", at, Duration::from_secs(60));
+    term.type_line("exit 7");
 }
 
 /// Asks `stty size` until it says `size` (a resize travels asynchronously); returns
@@ -384,13 +392,7 @@ fn run_it_through_the_harness_takes_what_is_typed() {
         .args(["run", "--rm", "-it", "berth.local/busybox:latest", "sh"]);
     let mut term = OnTerminal::spawn(cmd, 30, 100);
     let at = term.expect("/ # ", 0, Duration::from_secs(600));
-    term.type_line("stty size");
-    let at = term.expect("\n30 100", at, Duration::from_secs(60));
-    term.resize(40, 120);
-    let at = resized(&mut term, at, "40 120");
-    term.type_line("echo hi-$((6*7))");
-    term.expect("\nhi-42", at, Duration::from_secs(60));
-    term.type_line("exit 7");
+    type_the_dialogue(&mut term, at);
     let code = term.exit_code(Duration::from_secs(180));
     let transcript = term.transcript();
     drop(term);
