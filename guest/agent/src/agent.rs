@@ -1,7 +1,7 @@
 //! The agent's state and request handling.
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -9,14 +9,15 @@ use std::time::Instant;
 use berth_protocol::chunk::LogStream;
 use berth_protocol::{
     AgentInfo, ContainerInfo, ContainerStats, ContainerStatus, CreateRequest, ErrorKind,
-    ExecRequest, ProcessInfo, ProcessRef, Request, Response, StdioOptions, WireError,
+    ExecRequest, ProcessInfo, ProcessRef, Request, Response, WireError,
 };
 use berth_runtime::{CreateOptions, Runtime, RuntimeError, Status, Stdio};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::aio::AsyncFile;
 use crate::logs::LogFile;
+use crate::process::{Output, PendingExec, Proc, Reaper};
+use crate::procio::{make_stdio, pump, set_winsize, ProcIo};
 
 /// The one place where runtime errors become wire errors.
 pub fn wire(e: &RuntimeError) -> WireError {
@@ -57,167 +58,6 @@ fn not_found(what: impl std::fmt::Display) -> WireError {
     WireError::new(ErrorKind::NotFound, format!("no such {what}"))
 }
 
-type Sink = Box<dyn AsyncWrite + Send + Unpin>;
-
-/// Where a process output goes besides the log.
-#[derive(Default)]
-enum SinkState {
-    /// Output flows; the attached host stream, if any.
-    Open(Option<Sink>),
-    /// The output has ended.
-    #[default]
-    Closed,
-}
-
-/// One output (stdout or stderr) of a process.
-pub struct Output {
-    sink: tokio::sync::Mutex<SinkState>,
-}
-
-impl Output {
-    fn new(open: bool) -> Arc<Output> {
-        Arc::new(Output {
-            sink: tokio::sync::Mutex::new(if open {
-                SinkState::Open(None)
-            } else {
-                SinkState::Closed
-            }),
-        })
-    }
-
-    /// Attaches a host stream; when the output has already ended the stream is closed.
-    pub async fn attach(&self, mut s: Sink) {
-        let mut g = self.sink.lock().await;
-        match &mut *g {
-            SinkState::Open(slot) => *slot = Some(s),
-            SinkState::Closed => {
-                let _ = s.shutdown().await;
-            }
-        }
-    }
-}
-
-struct PendingExec {
-    process: oci_spec::runtime::Process,
-    user: Option<String>,
-    stdio: Stdio,
-}
-
-/// A process (init or exec) the agent tracks.
-pub struct Proc {
-    pid: Mutex<Option<i32>>,
-    exit: Arc<watch::Sender<Option<i32>>>,
-    stdin: tokio::sync::Mutex<Option<AsyncFile>>,
-    master: Option<OwnedFd>,
-    /// stdout (or the terminal) and stderr.
-    pub outputs: [Arc<Output>; 2],
-    pending: Mutex<Option<PendingExec>>,
-    /// Kept output (init only).
-    pub log: Option<Arc<LogFile>>,
-}
-
-impl Proc {
-    /// Exit code, once exited.
-    pub fn exit_code(&self) -> Option<i32> {
-        *self.exit.borrow()
-    }
-    /// Waits for the exit code.
-    pub async fn wait(&self) -> i32 {
-        let mut rx = self.exit.subscribe();
-        loop {
-            if let Some(c) = *rx.borrow_and_update() {
-                return c;
-            }
-            if rx.changed().await.is_err() {
-                return 255;
-            }
-        }
-    }
-    /// Takes the stdin writer (one attachment).
-    pub async fn take_stdin(&self) -> Option<AsyncFile> {
-        self.stdin.lock().await.take()
-    }
-}
-
-/// Exit statuses collected by the SIGCHLD handler.
-///
-/// A child may exit before anyone registers for it (an exec'd `true` often does), so
-/// exits nobody waits for yet are kept, and handed over at registration. Both maps sit
-/// under one lock: with two, a child reaped between registration's two look-ups had its
-/// exit lost, and whoever waited for it hung.
-#[derive(Default)]
-pub struct Reaper {
-    inner: Mutex<ReaperState>,
-}
-
-/// At most this many unclaimed exits are kept (those of exec helpers,
-/// which the runtime waits for itself, pile up here); the oldest go first.
-const UNCLAIMED_MAX: usize = 1024;
-
-#[derive(Default)]
-struct ReaperState {
-    waiters: HashMap<i32, Arc<watch::Sender<Option<i32>>>>,
-    unclaimed: HashMap<i32, i32>,
-    /// Unclaimed pids, oldest first.
-    order: std::collections::VecDeque<i32>,
-}
-
-impl Reaper {
-    fn state(&self) -> std::sync::MutexGuard<'_, ReaperState> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Delivers `pid`'s exit to `tx`, now if it was already reaped, else once it is.
-    fn register(&self, pid: i32, tx: Arc<watch::Sender<Option<i32>>>) {
-        let mut st = self.state();
-        match st.unclaimed.remove(&pid) {
-            Some(code) => {
-                st.order.retain(|p| *p != pid);
-                drop(st);
-                tx.send_replace(Some(code));
-            }
-            None => {
-                st.waiters.insert(pid, tx);
-            }
-        }
-    }
-
-    /// Records that `pid` exited with `code`.
-    fn exited(&self, pid: i32, code: i32) {
-        let mut st = self.state();
-        if let Some(tx) = st.waiters.remove(&pid) {
-            drop(st);
-            tx.send_replace(Some(code));
-            return;
-        }
-        if st.unclaimed.insert(pid, code).is_none() {
-            st.order.push_back(pid);
-        }
-        while st.order.len() > UNCLAIMED_MAX {
-            if let Some(old) = st.order.pop_front() {
-                st.unclaimed.remove(&old);
-            }
-        }
-    }
-
-    /// Reaps every exited child.
-    pub fn reap(&self) {
-        use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-        loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(_) => return,
-                Ok(ws) => {
-                    if let (Some(pid), Some(code)) =
-                        (ws.pid(), berth_runtime::container::exit_code(ws))
-                    {
-                        self.exited(pid.as_raw(), code);
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// The agent.
 pub struct Agent {
     rt: Arc<Mutex<Runtime>>,
@@ -229,19 +69,6 @@ pub struct Agent {
     started: Instant,
     /// Running as the guest's PID 1.
     pub pid1: bool,
-}
-
-struct ProcIo {
-    runtime: Stdio,
-    stdin: Option<OwnedFd>,
-    out: OwnedFd,
-    err: Option<OwnedFd>,
-    master: Option<OwnedFd>,
-}
-
-fn pipe() -> Result<(OwnedFd, OwnedFd), WireError> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| WireError::new(ErrorKind::System, format!("creating a pipe: {e}")))
 }
 
 /// The VM's one virtio-net device, as the guest kernel names it.
@@ -258,117 +85,8 @@ fn share_vm_network(spec: &mut oci_spec::runtime::Spec) {
     }
 }
 
-fn sys_err(what: &str, e: impl std::fmt::Display) -> WireError {
+pub(crate) fn sys_err(what: &str, e: impl std::fmt::Display) -> WireError {
     WireError::new(ErrorKind::System, format!("{what}: {e}"))
-}
-
-fn make_stdio(o: StdioOptions) -> Result<ProcIo, WireError> {
-    if o.tty {
-        let pty = nix::pty::openpty(None, None).map_err(|e| sys_err("opening a pty", e))?;
-        for fd in [&pty.master, &pty.slave] {
-            nix::fcntl::fcntl(
-                fd,
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-            )
-            .map_err(|e| sys_err("configuring the pty", e))?;
-        }
-        let dup = |fd: &OwnedFd| {
-            fd.try_clone()
-                .map_err(|e| sys_err("duplicating the pty", e))
-        };
-        let stdin = if o.open_stdin {
-            Some(dup(&pty.master)?)
-        } else {
-            None
-        };
-        let out = dup(&pty.master)?;
-        Ok(ProcIo {
-            runtime: Stdio::tty(pty.slave).map_err(|e| wire(&e))?,
-            stdin,
-            out,
-            err: None,
-            master: Some(pty.master),
-        })
-    } else {
-        let (stdin_child, stdin) = if o.open_stdin {
-            let (r, w) = pipe()?;
-            (r, Some(w))
-        } else {
-            let null = nix::fcntl::open(
-                "/dev/null",
-                nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-                nix::sys::stat::Mode::empty(),
-            )
-            .map_err(|e| sys_err("opening /dev/null", e))?;
-            (null, None)
-        };
-        let (out_r, out_w) = pipe()?;
-        let (err_r, err_w) = pipe()?;
-        Ok(ProcIo {
-            runtime: Stdio {
-                stdin: stdin_child,
-                stdout: out_w,
-                stderr: err_w,
-            },
-            stdin,
-            out: out_r,
-            err: Some(err_r),
-            master: None,
-        })
-    }
-}
-
-fn set_winsize(fd: &OwnedFd, rows: u16, cols: u16) -> Result<(), WireError> {
-    let ws = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ with a valid winsize on a pty master.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) } < 0 {
-        return Err(sys_err(
-            "resizing the terminal",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
-}
-
-async fn pump(src: OwnedFd, out: Arc<Output>, log: Option<(Arc<LogFile>, LogStream)>) {
-    let mut src = match AsyncFile::new(src) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("cannot read process output: {e}");
-            *out.sink.lock().await = SinkState::Closed;
-            return;
-        }
-    };
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match src.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if let Some((l, s)) = &log {
-            l.append(*s, &buf[..n]);
-        }
-        let mut g = out.sink.lock().await;
-        if let SinkState::Open(Some(w)) = &mut *g {
-            let ok = w.write_all(&buf[..n]).await.is_ok() && w.flush().await.is_ok();
-            if !ok {
-                *g = SinkState::Open(None);
-            }
-        }
-    }
-    if let Some((l, s)) = &log {
-        l.end_stream(*s);
-    }
-    let mut g = out.sink.lock().await;
-    if let SinkState::Open(Some(w)) = &mut *g {
-        let _ = w.shutdown().await;
-    }
-    *g = SinkState::Closed;
 }
 
 /// Runs blocking runtime work off the async threads.
@@ -888,63 +606,6 @@ impl Agent {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn waiter() -> (
-        Arc<watch::Sender<Option<i32>>>,
-        watch::Receiver<Option<i32>>,
-    ) {
-        let (tx, rx) = watch::channel(None);
-        (Arc::new(tx), rx)
-    }
-
-    #[test]
-    fn an_exit_reaches_its_waiter_whichever_comes_first() {
-        let r = Reaper::default();
-        let (tx, rx) = waiter();
-        r.register(10, tx);
-        r.exited(10, 3);
-        assert_eq!(*rx.borrow(), Some(3));
-
-        let (tx, rx) = waiter();
-        r.exited(11, 137);
-        r.register(11, tx);
-        assert_eq!(*rx.borrow(), Some(137));
-        assert!(r.state().unclaimed.is_empty() && r.state().order.is_empty());
-    }
-
-    #[test]
-    fn racing_registration_and_reaping_lose_no_exit() {
-        let r = Arc::new(Reaper::default());
-        for round in 0..200 {
-            let pids: Vec<i32> = (0..50).map(|i| round * 100 + i).collect();
-            let waiters: Vec<_> = pids.iter().map(|_| waiter()).collect();
-            let reaper = {
-                let r = r.clone();
-                let pids = pids.clone();
-                std::thread::spawn(move || pids.iter().for_each(|p| r.exited(*p, *p % 256)))
-            };
-            for (p, (tx, _)) in pids.iter().zip(&waiters) {
-                r.register(*p, tx.clone());
-            }
-            reaper.join().unwrap();
-            for (p, (_, rx)) in pids.iter().zip(&waiters) {
-                assert_eq!(*rx.borrow(), Some(p % 256), "pid {p} in round {round}");
-            }
-        }
-    }
-
-    #[test]
-    fn unclaimed_exits_are_bounded_oldest_first() {
-        let r = Reaper::default();
-        for pid in 0..(UNCLAIMED_MAX as i32 + 10) {
-            r.exited(pid, 0);
-        }
-        assert_eq!(r.state().unclaimed.len(), UNCLAIMED_MAX);
-        assert!(!r.state().unclaimed.contains_key(&0));
-        let (tx, rx) = waiter();
-        r.register(UNCLAIMED_MAX as i32 + 9, tx);
-        assert_eq!(*rx.borrow(), Some(0));
-    }
 
     #[test]
     fn runtime_errors_map_to_typed_wire_errors() {

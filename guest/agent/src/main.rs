@@ -17,6 +17,8 @@ mod init;
 mod logs;
 mod mounts;
 mod netif;
+mod process;
+mod procio;
 mod server;
 
 use std::path::PathBuf;
