@@ -9,9 +9,9 @@
 # Same kernel, same initramfs (scripts/build-test-initramfs.sh, mode "fs"), one vCPU,
 # 512 MiB. Steps: sequential write and read of MIB MiB (BERTH_BENCH_FS_MIB, default
 # 1024), create, stat and delete FILES files (BERTH_BENCH_FS_FILES, default 10 000),
-# find and tar over a copy of this checkout's tracked files. Prints each step's median
-# seconds, berth's speed against QEMU+virtiofsd (qemu/berth: above 1 is faster) and its
-# share of native speed (native/berth).
+# find and tar over a copy of this checkout's tracked files (less the fuzz corpora).
+# Prints each step's median seconds, berth's speed against QEMU+virtiofsd (qemu/berth:
+# above 1 is faster) and its share of native speed (native/berth).
 # Needs a /dev/kvm that boots Linux: run it as
 #   scripts/with-kvm.sh --memory 6144 -- scripts/bench-fs.sh
 # where the host has none. The shared folder lives in BERTH_BENCH_FS_DIR (default: a new
@@ -39,7 +39,9 @@ fi
 work=${BERTH_BENCH_FS_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/berth-bench-fs.XXXXXX")}
 mkdir -p "$work/share/src"
 trap 'rm -rf "$work"' EXIT
-(cd "$root" && git ls-files -z | cpio --null -pdm --quiet "$work/share/src")
+# The checkout's tracked files, less the fuzz corpora (thousands of tiny inputs that would
+# turn the find and tar steps into a count of FUSE round trips).
+(cd "$root" && git ls-files -z -- ':!tests/fuzz/corpus' | cpio --null -pdm --quiet "$work/share/src")
 
 /usr/bin/python3 - "$runs" "$mib" "$kernel" "$initrd" "$berth" "$virtiofsd" "$work" "$here/fs-workload.sh" "$files" <<'PY'
 import json, os, statistics, subprocess, sys, time
