@@ -1,9 +1,9 @@
 //! Work on existing containers: attaching to a process's streams, exec, stop, kill,
 //! wait, remove, logs, stats, top, copies in and out, and commit.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use berth_containers::{ContainerRecord, Status};
+use berth_containers::{ContainerRecord, Status, VmmProcess};
 use berth_protocol::chunk::{receive_all, send_all, write_chunk, Chunk, LogRecord};
 use berth_protocol::spec::{docker_spec, RunConfig};
 use berth_protocol::{
@@ -166,7 +166,17 @@ pub struct LogCursor {
     opts: LogOptions,
     first: bool,
     done: bool,
+    /// Who keeps the log (the monitor, and the foreground berth it stands by for), as
+    /// last seen while the container ran: each writes the container's last output before
+    /// it exits.
+    writers: Vec<VmmProcess>,
+    /// When the container was first seen stopped.
+    stopped: Option<Instant>,
 }
+
+/// How long a follower waits, once the container has stopped, for a writer of its log
+/// that is still alive (a monitor that stays for a restart, say).
+const LAST_OUTPUT_WAIT: Duration = Duration::from_secs(10);
 
 impl LogCursor {
     fn keep(&self, mut lines: Vec<LogRecord>) -> Vec<LogRecord> {
@@ -199,17 +209,24 @@ impl LogCursor {
             return Ok(Some(lines));
         }
         while !self.done {
-            let running = engine
-                .store
-                .resolve(&self.id)
-                .map(|r| r.status() == Status::Running)
-                .unwrap_or(false);
+            let record = engine.store.resolve(&self.id).ok();
+            let running = record.as_ref().is_some_and(|r| r.status() == Status::Running);
+            if let Some(m) = record.as_ref().and_then(|r| r.state.monitor) {
+                self.writers = std::iter::once(m.process).chain(m.standby_for).collect();
+            }
             let mut lines = self.read()?;
-            if !running {
-                // One more read after the end, for what the monitor wrote last.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                lines.extend(self.read()?);
-                self.done = true;
+            if running {
+                self.stopped = None;
+            } else {
+                // The container's last output may still be on its way into the log: the
+                // end comes once every writer has exited (and so written it), then one
+                // more read.
+                let stopped = *self.stopped.get_or_insert_with(Instant::now);
+                let writing = self.writers.iter().any(VmmProcess::is_alive);
+                if !writing || stopped.elapsed() > LAST_OUTPUT_WAIT {
+                    lines.extend(self.read()?);
+                    self.done = true;
+                }
             }
             if !lines.is_empty() {
                 return Ok(Some(lines));
@@ -487,6 +504,8 @@ impl Engine {
             opts,
             first: true,
             done: false,
+            writers: Vec::new(),
+            stopped: None,
         })
     }
 
@@ -590,6 +609,8 @@ mod tests {
             opts,
             first: true,
             done: false,
+            writers: Vec::new(),
+            stopped: None,
         };
         let engine_dir = tempfile::tempdir().unwrap();
         let engine = Engine::open_at(engine_dir.path()).unwrap();
