@@ -210,7 +210,9 @@ impl LogCursor {
         }
         while !self.done {
             let record = engine.store.resolve(&self.id).ok();
-            let running = record.as_ref().is_some_and(|r| r.status() == Status::Running);
+            let running = record
+                .as_ref()
+                .is_some_and(|r| r.status() == Status::Running);
             if let Some(m) = record.as_ref().and_then(|r| r.state.monitor) {
                 self.writers = std::iter::once(m.process).chain(m.standby_for).collect();
             }
