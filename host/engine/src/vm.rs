@@ -191,94 +191,20 @@ pub fn guest_boot_files(root: &Path) -> Result<(PathBuf, PathBuf)> {
     Ok((kernel, initrd))
 }
 
-/// Makes the container's scratch disk (sparse, ext4) unless it exists: a sparse copy of
-/// a template formatted once, so a `run` does not pay for `mkfs.ext4`.
-pub fn ensure_scratch(root: &Path, files: &VmFiles) -> Result<()> {
+/// Makes the container's scratch disk unless it exists: a sparse file holding a new,
+/// empty ext4 filesystem with its own UUID, formatted in userspace (berth-ext4), so a
+/// `run` pays for no `mkfs.ext4` and the host needs no e2fsprogs.
+pub fn ensure_scratch(files: &VmFiles) -> Result<()> {
     let path = files.scratch();
     if path.exists() {
         return Ok(());
     }
-    let template = scratch_template(root)?;
     let tmp = path.with_extension("img.tmp");
-    sparse_copy(&template, &tmp).with_context(|| format!("write {}", tmp.display()))?;
+    // A leftover of a start that died between format and rename: formatted again.
+    let _ = fs::remove_file(&tmp);
+    berth_ext4::format_new(&tmp, SCRATCH_BYTES)
+        .map_err(|e| Error::Vm(format!("make the scratch disk: {e}")))?;
     fs::rename(&tmp, &path).with_context(|| format!("rename {}", tmp.display()))?;
-    Ok(())
-}
-
-/// The formatted, empty scratch disk every container's disk is copied from.
-fn scratch_template(root: &Path) -> Result<PathBuf> {
-    let dir = root.join("kernel");
-    fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    let path = dir.join(format!("scratch-{}g.img", SCRATCH_BYTES >> 30));
-    if path.exists() {
-        return Ok(path);
-    }
-    // Several containers may start at once in one process (the API server): each
-    // formats its own copy, and the renames, atomic, leave one equal template.
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!("scratch.{}.{n}.tmp", std::process::id()));
-    let f = fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
-    f.set_len(SCRATCH_BYTES)
-        .with_context(|| format!("size {}", tmp.display()))?;
-    drop(f);
-    let out = Command::new("mkfs.ext4")
-        .args([
-            "-q",
-            "-F",
-            "-m",
-            "0",
-            "-E",
-            "lazy_itable_init=1,lazy_journal_init=1",
-        ])
-        .arg(&tmp)
-        .output()
-        .context("run mkfs.ext4 (install e2fsprogs)")?;
-    if !out.status.success() {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::Vm(format!(
-            "mkfs.ext4 failed on {}: {}",
-            tmp.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    fs::rename(&tmp, &path).with_context(|| format!("rename {}", tmp.display()))?;
-    Ok(path)
-}
-
-/// Copies `from` to `to` keeping its holes: only the data ranges (SEEK_DATA/SEEK_HOLE)
-/// are read and written.
-fn sparse_copy(from: &Path, to: &Path) -> std::io::Result<()> {
-    use std::io::{Read, Seek, SeekFrom, Write};
-    use std::os::fd::AsRawFd;
-    let mut src = fs::File::open(from)?;
-    let len = src.metadata()?.len();
-    let mut dst = fs::File::create(to)?;
-    dst.set_len(len)?;
-    let fd = src.as_raw_fd();
-    let mut pos: i64 = 0;
-    let mut buf = vec![0u8; 1 << 20];
-    while (pos as u64) < len {
-        // SAFETY: lseek on an open descriptor we own; the result is checked.
-        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
-        if data < 0 {
-            break; // ENXIO: no data past pos.
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
-        let end = if hole < 0 { len as i64 } else { hole };
-        src.seek(SeekFrom::Start(data as u64))?;
-        dst.seek(SeekFrom::Start(data as u64))?;
-        let mut left = (end - data) as u64;
-        while left > 0 {
-            let n = (left as usize).min(buf.len());
-            src.read_exact(&mut buf[..n])?;
-            dst.write_all(&buf[..n])?;
-            left -= n as u64;
-        }
-        pos = end;
-    }
-    dst.sync_data()?;
     Ok(())
 }
 
@@ -303,7 +229,7 @@ pub fn spawn_vmm(
     net: Option<berth_vmm::NetConfig>,
 ) -> Result<VmmProcess> {
     let (kernel, initrd) = guest_boot_files(root)?;
-    ensure_scratch(root, files)?;
+    ensure_scratch(files)?;
     let _ = fs::remove_file(files.vsock());
     let config = berth_vmm::VmConfig {
         kernel,
@@ -520,7 +446,6 @@ pub fn vcpus(cpus: f64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Seek, SeekFrom, Write};
 
     #[test]
     fn a_process_in_its_own_session_leads_it() {
@@ -588,28 +513,6 @@ mod tests {
         assert!(
             !files.failed_silently(before, true),
             "a guest that spoke and hung is its own"
-        );
-    }
-
-    #[test]
-    fn sparse_copy_keeps_data_and_holes() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        let mut f = fs::File::create(&src).unwrap();
-        f.set_len(64 << 20).unwrap();
-        f.seek(SeekFrom::Start(1 << 20)).unwrap();
-        f.write_all(b"first").unwrap();
-        f.seek(SeekFrom::Start(40 << 20)).unwrap();
-        f.write_all(b"second").unwrap();
-        drop(f);
-        let dst = dir.path().join("dst");
-        sparse_copy(&src, &dst).unwrap();
-        assert_eq!(fs::read(&src).unwrap(), fs::read(&dst).unwrap());
-        use std::os::unix::fs::MetadataExt;
-        let blocks = fs::metadata(&dst).unwrap().blocks();
-        assert!(
-            blocks * 512 < 8 << 20,
-            "the copy stays sparse: {blocks} blocks"
         );
     }
 
