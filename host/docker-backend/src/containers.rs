@@ -50,8 +50,8 @@ pub async fn info(engine: &Engine) -> Result<SystemInfo, BackendError> {
         .count() as u64;
     let images = engine
         .images()
-        .and_then(|s| Ok(s.list()?))
-        .map_err(api_error)?
+        .list()
+        .map_err(|e| api_error(e.into()))?
         .len() as u64;
     Ok(SystemInfo {
         id: "berth".into(),
@@ -303,7 +303,7 @@ pub async fn create(
     cfg: CreateConfig,
 ) -> Result<Created, BackendError> {
     let opts = create_options(name, cfg)?;
-    let store = engine.images().map_err(api_error)?;
+    let store = engine.images();
     match store.resolve(&opts.image) {
         Ok(_) => {}
         Err(berth_image::Error::ImageNotFound { .. }) => {

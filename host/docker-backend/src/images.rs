@@ -9,16 +9,12 @@ use berth_docker_api::{
 };
 use berth_engine::Engine;
 use berth_image::registry::BlobPush;
-use berth_image::{ClientOptions, LocalImage, Platform, Reference, Store};
+use berth_image::{ClientOptions, LocalImage, Platform, Reference};
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 
-use crate::{api_error, blocking, image_error};
-
-fn store(engine: &Engine) -> Result<Store, BackendError> {
-    engine.images().map_err(api_error)
-}
+use crate::{blocking, image_error};
 
 /// Seconds since the epoch of an RFC 3339 time, 0 when unset or unreadable.
 fn created_secs(created: Option<&str>) -> i64 {
@@ -38,7 +34,7 @@ fn digests(img: &LocalImage) -> Vec<String> {
 
 /// `GET /images/json`.
 pub async fn list(engine: &Engine) -> Result<Vec<ImageSummary>, BackendError> {
-    let store = store(engine)?;
+    let store = engine.images().clone();
     blocking(move || {
         let images = store.list().map_err(image_error)?;
         Ok(images
@@ -65,7 +61,7 @@ pub async fn list(engine: &Engine) -> Result<Vec<ImageSummary>, BackendError> {
 
 /// `GET /images/{name}/json`.
 pub async fn inspect(engine: &Engine, name: &str) -> Result<ImageDetails, BackendError> {
-    let store = store(engine)?;
+    let store = engine.images().clone();
     let name = name.to_string();
     blocking(move || {
         let img = store.resolve(&name).map_err(|e| match e {
@@ -144,7 +140,7 @@ pub async fn pull(
     reference: &str,
     progress: &ProgressSink,
 ) -> Result<(), BackendError> {
-    let store = store(engine)?;
+    let store = engine.images().clone();
     let parsed = parse(reference)?;
     let client = client()?;
     progress.status(format!(
@@ -176,7 +172,7 @@ pub async fn push(
     reference: &str,
     progress: &ProgressSink,
 ) -> Result<(), BackendError> {
-    let store = store(engine)?;
+    let store = engine.images().clone();
     let parsed = parse(reference)?;
     progress.status(format!("The push refers to repository [{}]", parsed.name()));
     let report = client()?
@@ -202,7 +198,7 @@ pub async fn push(
 
 /// `POST /images/{name}/tag`.
 pub async fn tag(engine: &Engine, source: &str, repo: &str, tag: &str) -> Result<(), BackendError> {
-    let store = store(engine)?;
+    let store = engine.images().clone();
     let target = if tag.is_empty() {
         repo.to_string()
     } else {
@@ -218,7 +214,7 @@ pub async fn remove(
     name: &str,
     force: bool,
 ) -> Result<Vec<RemovedImage>, BackendError> {
-    let store = store(engine)?;
+    let store = engine.images().clone();
     let name = name.to_string();
     blocking(move || {
         let id = store.resolve(&name).map_err(image_error)?.id.to_string();
@@ -234,7 +230,7 @@ pub async fn remove(
 
 /// `GET /images/{name}/history`.
 pub async fn history(engine: &Engine, name: &str) -> Result<Vec<HistoryEntry>, BackendError> {
-    let store = store(engine)?;
+    let store = engine.images().clone();
     let name = name.to_string();
     blocking(move || {
         let img = store.resolve(&name).map_err(image_error)?;
@@ -263,7 +259,7 @@ pub async fn save(
     engine: &Engine,
     names: Vec<String>,
 ) -> Result<BoxStream<'static, Result<Bytes, BackendError>>, BackendError> {
-    let store = store(engine)?;
+    let store = engine.images().clone();
     let tar = blocking(move || {
         let mut out = Vec::new();
         berth_image::archive::save(&store, &names, &mut out).map_err(image_error)?;
@@ -277,7 +273,7 @@ pub async fn save(
 /// (it is read more than once), then loaded; returns the references loaded, or the
 /// IDs of untagged images.
 pub async fn load(engine: &Engine, mut tar: ByteStream) -> Result<Vec<String>, BackendError> {
-    let store = store(engine)?;
+    let store = engine.images().clone();
     let staging = store.staging().map_err(image_error)?;
     let spool = staging.path_for("load.tar");
     let mut file = std::fs::File::create(&spool)

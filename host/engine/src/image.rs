@@ -1,7 +1,7 @@
 //! What the container commands need from the image store: an image made ready for a
 //! micro-VM (its read-only layer disks and its execution defaults), and commits.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use berth_containers::ContainerRecord;
 use berth_image::{CommitOptions, LocalImage, Reference, Store};
@@ -65,15 +65,13 @@ fn prepared(store: &Store, img: &LocalImage) -> Result<PreparedImage> {
 
 /// Resolves `image` in the local store and prepares its layers; a missing image is
 /// [`berth_image::Error::ImageNotFound`] (the front door decides whether to pull).
-pub fn prepare(root: &Path, image: &str) -> Result<PreparedImage> {
-    let store = Store::open(root)?;
+pub fn prepare(store: &Store, image: &str) -> Result<PreparedImage> {
     let img = store.resolve(image)?;
-    prepared(&store, &img)
+    prepared(store, &img)
 }
 
 /// The prepared image of an existing container: by ID first, else by its reference.
-pub fn prepare_local(root: &Path, image_id: &str, image: &str) -> Result<PreparedImage> {
-    let store = Store::open(root)?;
+pub fn prepare_local(store: &Store, image_id: &str, image: &str) -> Result<PreparedImage> {
     let img = store
         .resolve(image_id)
         .or_else(|_| store.resolve(image))
@@ -82,16 +80,15 @@ pub fn prepare_local(root: &Path, image_id: &str, image: &str) -> Result<Prepare
                 "the container's image {image} is gone from the store: pull it again"
             ))
         })?;
-    prepared(&store, &img)
+    prepared(store, &img)
 }
 
 /// Makes the container's changes (an OCI layer tar) a new image tagged `tag`; returns its ID.
-pub fn commit(root: &Path, record: &ContainerRecord, layer: &[u8], tag: &str) -> Result<String> {
-    let store = Store::open(root)?;
+pub fn commit(store: &Store, record: &ContainerRecord, layer: &[u8], tag: &str) -> Result<String> {
     let reference = Reference::parse(tag)
         .map_err(|e| Error::InvalidArgument(format!("invalid image name {tag}: {e}")))?;
     let img = berth_image::commit(
-        &store,
+        store,
         &record.spec.image_id,
         layer,
         &CommitOptions {
@@ -107,15 +104,14 @@ pub fn commit(root: &Path, record: &ContainerRecord, layer: &[u8], tag: &str) ->
 }
 
 /// Keeps the image of container `holder` out of garbage collection while it exists.
-pub fn pin(root: &Path, image_id: &str, holder: &str) -> Result<()> {
-    let store = Store::open(root)?;
+pub fn pin(store: &Store, image_id: &str, holder: &str) -> Result<()> {
     let img = store.resolve(image_id)?;
     store.pin(&img, holder)?;
     Ok(())
 }
 
 /// Releases what [`pin`] kept (the container is gone).
-pub fn unpin(root: &Path, holder: &str) -> Result<()> {
-    Store::open(root)?.unpin(holder)?;
+pub fn unpin(store: &Store, holder: &str) -> Result<()> {
+    store.unpin(holder)?;
     Ok(())
 }

@@ -52,6 +52,7 @@ pub use spec::{parse_memory, CreateOptions};
 pub struct Engine {
     root: PathBuf,
     store: Store,
+    images: berth_image::Store,
     exe: PathBuf,
 }
 
@@ -64,10 +65,12 @@ impl Engine {
     /// The engine over state root `root`.
     pub fn open_at(root: &Path) -> Result<Self> {
         let store = Store::open(root)?;
+        let images = berth_image::Store::open(root)?;
         let exe = std::env::current_exe().context("find the berth executable")?;
         Ok(Self {
             root: root.to_path_buf(),
             store,
+            images,
             exe,
         })
     }
@@ -82,9 +85,9 @@ impl Engine {
         &self.store
     }
 
-    /// The image store under the same root.
-    pub fn images(&self) -> Result<berth_image::Store> {
-        Ok(berth_image::Store::open(&self.root)?)
+    /// The image store under the same root (opened once, with the engine).
+    pub fn images(&self) -> &berth_image::Store {
+        &self.images
     }
 
     /// The files of a container's VM.

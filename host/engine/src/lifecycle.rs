@@ -100,9 +100,8 @@ impl Engine {
     /// Creates a container from `opts` without starting it. The image must be in the
     /// local store (a missing one is `ImageNotFound`: the front door pulls it).
     pub async fn create(&self, opts: CreateOptions) -> Result<ContainerRecord> {
-        let root = self.root.clone();
-        let image = opts.image.clone();
-        let img = blocking(move || image::prepare(&root, &image)).await?;
+        let (images, image) = (self.images.clone(), opts.image.clone());
+        let img = blocking(move || image::prepare(&images, &image)).await?;
         let mut spec = build_spec(&opts, &img)?;
         if !opts.network_aliases.is_empty() && !crate::net::is_user_network(&spec.network) {
             return Err(Error::InvalidArgument(
@@ -124,7 +123,7 @@ impl Engine {
                 return Err(e);
             }
         };
-        if let Err(e) = image::pin(&self.root, &record.spec.image_id, &record.id) {
+        if let Err(e) = image::pin(&self.images, &record.spec.image_id, &record.id) {
             let _ = self.store.remove(&record.id);
             self.remove_volumes(&made);
             return Err(e);
@@ -148,12 +147,12 @@ impl Engine {
         mut timings: Option<&mut Timings>,
         purpose: Purpose,
     ) -> Result<Booted> {
-        let (root, image_id, image) = (
-            self.root.clone(),
+        let (images, image_id, image) = (
+            self.images.clone(),
             record.spec.image_id.clone(),
             record.spec.image.clone(),
         );
-        let img = blocking(move || image::prepare_local(&root, &image_id, &image)).await?;
+        let img = blocking(move || image::prepare_local(&images, &image_id, &image)).await?;
         if let Some(t) = timings.as_deref_mut() {
             t.mark("image ready");
         }
@@ -293,7 +292,7 @@ impl Engine {
             let anonymous = self.anonymous_volumes(record)?;
             self.files(record).remove_sockets();
             crate::networks::forget_names(record);
-            image::unpin(&self.root, &record.id)?;
+            image::unpin(&self.images, &record.id)?;
             return match self.store.remove(&record.id) {
                 Ok(()) | Err(berth_containers::Error::NotFound(_)) => {
                     self.remove_volumes(&anonymous);

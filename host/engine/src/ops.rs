@@ -491,7 +491,7 @@ impl Engine {
         self.files(&record).remove_sockets();
         crate::networks::forget_names(&record);
         self.store.remove(&record.id)?;
-        image::unpin(&self.root, &record.id)?;
+        image::unpin(&self.images, &record.id)?;
         self.remove_volumes(&anonymous);
         Ok(())
     }
@@ -571,8 +571,8 @@ impl Engine {
         };
         let what = format!("read the changes of {}", record.name);
         let layer = access.run(self, receive_tar(&files, target, what)).await?;
-        let (root, tag) = (self.root.clone(), tag.to_string());
-        blocking(move || image::commit(&root, &record, &layer, &tag)).await
+        let (images, tag) = (self.images.clone(), tag.to_string());
+        blocking(move || image::commit(&images, &record, &layer, &tag)).await
     }
 }
 

@@ -209,15 +209,25 @@ impl Store {
     }
 
     /// The read-only layer images of an image for the guest, lowest first, building the
-    /// missing ones (in parallel).
+    /// missing ones (in parallel). When all are there, as on every start after the
+    /// first, this is one `stat` per layer and no thread.
     pub fn guest_layers(&self, image: &crate::LocalImage) -> Result<Vec<PathBuf>> {
-        let layers: Vec<(Digest, Digest)> = image
-            .layers()
-            .map(|(d, diff)| (d.digest.clone(), diff.clone()))
-            .collect();
-        for_each_layer(&layers, |(blob, diff)| self.ensure_layer_image(blob, diff))
-            .into_iter()
-            .collect()
+        let mut paths = Vec::new();
+        let mut missing: Vec<(usize, Digest, Digest)> = Vec::new();
+        for (i, (d, diff)) in image.layers().enumerate() {
+            let path = self.layer_image_path(diff);
+            if !path.is_file() {
+                missing.push((i, d.digest.clone(), diff.clone()));
+            }
+            paths.push(path);
+        }
+        let built = for_each_layer(&missing, |(_, blob, diff)| {
+            self.ensure_layer_image(blob, diff)
+        });
+        for ((i, _, _), path) in missing.iter().zip(built) {
+            paths[*i] = path?;
+        }
+        Ok(paths)
     }
 }
 

@@ -14,13 +14,13 @@ use super::{create_options, CreateArgs, RunArgs};
 /// Makes sure `image` is in the local store, pulling it (with a note, as docker does)
 /// when it is missing.
 pub async fn ensure_image(engine: &Engine, image: &str) -> Result<()> {
-    let store = engine.images()?;
+    let store = engine.images();
     match store.resolve(image) {
         Ok(_) => Ok(()),
         Err(berth_image::Error::ImageNotFound { .. }) => {
             eprintln!("Unable to find image '{image}' locally");
             let client = berth_image::Client::new(ClientOptions::default())?;
-            berth_image::ensure_pulled(&store, &client, image).await?;
+            berth_image::ensure_pulled(store, &client, image).await?;
             Ok(())
         }
         Err(e) => Err(e.into()),

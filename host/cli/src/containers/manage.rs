@@ -375,9 +375,9 @@ pub fn inspect(names: &[String]) -> Result<i32> {
                 }));
             }
             Err(e) if e.kind() == berth_engine::ErrorKind::NotFound => {
-                let store = engine.images()?;
+                let store = engine.images();
                 match store.resolve(name) {
-                    Ok(img) => out.push(berth_image::ops::inspect(&store, &img)?),
+                    Ok(img) => out.push(berth_image::ops::inspect(store, &img)?),
                     Err(_) => bail!("no such object: {name}"),
                 }
             }
