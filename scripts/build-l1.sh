@@ -99,6 +99,11 @@ if ! mount -t virtiofs hostroot /host; then
   echo "l1: cannot mount the host filesystem"; reboot -f
 fi
 for d in proc sys dev; do mount --move /$d /host/$d 2>/dev/null || mount -t $d $d /host/$d; done
+# /dev/kvm as udev leaves it on a host: group kvm may use it, so that the tests that run
+# as an ordinary user in that group (scripts/as-test-user.sh) can.
+if ! { chroot /host chgrp kvm /dev/kvm && chmod 0660 /host/dev/kvm; }; then
+  echo "l1: cannot give /dev/kvm to group kvm"
+fi
 mkdir -p /host/dev/pts /host/dev/shm
 mount -t devpts devpts /host/dev/pts
 mount -t tmpfs tmpfs /host/dev/shm

@@ -10,6 +10,27 @@ berth_as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
+# The ordinary user that scripts/test.sh runs the rootless tests as (scripts/as-test-user.sh):
+# in group kvm, not root, without a password or a login shell.
+berth_test_user() {
+  echo "${BERTH_TEST_USER:-berth-test}"
+}
+
+# berth_ensure_test_user: makes the group kvm and the test user (with a group of its own,
+# and in kvm) where they are missing; run as root or with sudo. Idempotent.
+berth_ensure_test_user() {
+  local user
+  user=$(berth_test_user)
+  getent group kvm >/dev/null || berth_as_root groupadd --system kvm
+  if ! id -u "$user" >/dev/null 2>&1; then
+    berth_log "creating the test user $user (group kvm)"
+    berth_as_root useradd --system --user-group --groups kvm --no-create-home \
+      --home-dir /nonexistent --shell /usr/sbin/nologin "$user"
+  elif [[ " $(id -nG "$user") " != *" kvm "* ]]; then
+    berth_as_root usermod -aG kvm "$user"
+  fi
+}
+
 # berth_need_packages PKG[=VERSION]...: installs the Debian packages that are missing; a
 # PKG=VERSION counts as missing unless exactly VERSION is installed.
 berth_need_packages() {

@@ -9,12 +9,16 @@
 # Their state lives in $BERTH_REGISTRY_DIR (default /tmp/berth-registry): config, data,
 # logs, pid files. `start` prints the environment the tests read (eval it);
 # `env` prints it again for running instances; `stop` stops both and removes the state.
+# Run as root with BERTH_REGISTRY_USER set, the registries run as that user and their
+# state is its own: tests that run as that user may change the stored blobs.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=scripts/lib.sh
 . "$here/lib.sh"
 
 dir=${BERTH_REGISTRY_DIR:-/tmp/berth-registry}
+# What runs the registries: this user, or BERTH_REGISTRY_USER (see above).
+as_owner=()
 port=${BERTH_REGISTRY_PORT:-5555}
 auth_port=${BERTH_AUTH_REGISTRY_PORT:-5556}
 user=${BERTH_TEST_AUTH_USER:-berth}
@@ -66,10 +70,9 @@ start_one() { # NAME PORT
     echo "registry.sh: port $p is already in use; set BERTH_REGISTRY_PORT / BERTH_AUTH_REGISTRY_PORT" >&2
     exit 1
   fi
-  setsid /usr/bin/docker-registry serve "$dir/$name/config.yml" >"$dir/$name/log" 2>&1 </dev/null &
+  setsid "${as_owner[@]}" /usr/bin/docker-registry serve "$dir/$name/config.yml" >"$dir/$name/log" 2>&1 </dev/null &
   echo $! >"$dir/$name/pid"
-  local i
-  for i in $(seq 1 100); do
+  for _ in $(seq 1 100); do
     if curl -s -o /dev/null "http://127.0.0.1:$p/v2/"; then
       return 0
     fi
@@ -107,6 +110,12 @@ case "${1:-}" in
     write_config anon "$port"
     htpasswd -Bbn "$user" "$password" >"$dir/htpasswd"
     write_config auth "$auth_port" "$dir/htpasswd"
+    if [ -n "${BERTH_REGISTRY_USER:-}" ]; then
+      [ "$(id -u)" -eq 0 ] || { echo "registry.sh: BERTH_REGISTRY_USER needs root" >&2; exit 1; }
+      chown -R "$BERTH_REGISTRY_USER:" "$dir"
+      as_owner=(setpriv --reuid="$BERTH_REGISTRY_USER" --regid="$(id -g "$BERTH_REGISTRY_USER")"
+        --init-groups --inh-caps=-all --)
+    fi
     start_one anon "$port"
     start_one auth "$auth_port"
     berth_log "registries up: anonymous 127.0.0.1:$port, basic auth 127.0.0.1:$auth_port (state in $dir)"

@@ -7,8 +7,10 @@
 #  3. the guest artefacts: the agent's initramfs and the test initramfs;
 #  4. the services tests talk to: registry servers on loopback;
 #  5. every test binary with its ignored tests included: binaries named vm_* inside
-#     scripts/with-kvm.sh (one harness machine per binary), the others on the host
-#     as root;
+#     scripts/with-kvm.sh (one harness machine per binary), the others on the host;
+#     as root, but for those that show berth working as an ordinary user (the image
+#     store's tests of pulls, loads, saves and pushes, and vm_cli's), which run as the
+#     test user (in group kvm, not root) through scripts/as-test-user.sh;
 #  6. every fuzz target briefly over its corpus (scripts/fuzz.sh, BERTH_FUZZ_TIME seconds
 #     each, 20 by default): a crash fails the suite;
 #  7. one short run of each benchmark (scripts/bench-*.sh), then the doc tests.
@@ -61,12 +63,15 @@ export BERTH_BIN="$CARGO_TARGET_DIR/release/berth"
 
 section "services"
 cleanup_services=()
+# shellcheck disable=SC2317 # run by the EXIT trap
 cleanup() {
   for c in "${cleanup_services[@]}"; do eval "$c" || true; done
 }
 trap cleanup EXIT
 if [ -x "$here/registry.sh" ]; then
-  eval "$("$here/registry.sh" start)"
+  # As the test user, so that the registry tests running as that user may tamper with
+  # the blobs they pushed.
+  eval "$(BERTH_REGISTRY_USER=$(berth_test_user) "$here/registry.sh" start)"
   cleanup_services+=("'$here/registry.sh' stop")
 fi
 
@@ -86,6 +91,18 @@ for line in sys.stdin:
 ' | sort -u >"$tests_list"
 echo "$(wc -l <"$tests_list") test binaries"
 
+# The test binaries (CRATE-FOLDER:NAME) that run as the ordinary test user, each with a
+# small disk of its own for the tests that fill one (an ordinary user cannot mount);
+# every other one runs as root.
+as_user_tests=" host/image:registry host/image:archive host/image:bearer host/image:hostile_registry
+  tests:images_cli tests:vm_cli "
+# as_user DIR NAME: prints the command prefix that runs test binary NAME of the crate in
+# DIR as it should run (nothing for root).
+as_user() {
+  case "$as_user_tests" in
+    *[[:space:]]"${1#"$root"/}:$2"[[:space:]]*) echo "$here/as-test-user.sh --small-disk 256 --" ;;
+  esac
+}
 results=$(mktemp)
 status=0
 # Each test's time is printed beside its result: libtest's --report-time, which the
@@ -95,8 +112,9 @@ report_time=(-Z unstable-options --report-time)
 section "host tests"
 while IFS=$'\t' read -r name exe dir; do
   case "$name" in vm_*) continue ;; esac
-  echo "---- $name"
-  (cd "$dir" && RUSTC_BOOTSTRAP=1 "$exe" --include-ignored "${report_time[@]}") 2>&1 | tee -a "$results" || status=1
+  read -r -a wrap <<<"$(as_user "$dir" "$name")"
+  echo "---- $name${wrap[*]:+ (as $(berth_test_user))}"
+  (cd "$dir" && RUSTC_BOOTSTRAP=1 "${wrap[@]}" "$exe" --include-ignored "${report_time[@]}") 2>&1 | tee -a "$results" || status=1
 done <"$tests_list"
 
 section "fuzzing (scripts/fuzz.sh)"
@@ -146,7 +164,8 @@ sort_results() {
 # binary's time limit fails and the rest go on in a fresh machine.
 while IFS=$'\t' read -r name exe dir; do
   case "$name" in vm_*) ;; *) continue ;; esac
-  echo "---- $name (${SECONDS}s in)"
+  read -r -a wrap <<<"$(as_user "$dir" "$name")"
+  echo "---- $name${wrap[*]:+ (as $(berth_test_user))} (${SECONDS}s in)"
   mapfile -t pending < <("$exe" --list --include-ignored 2>/dev/null | sed -n 's/: test$//p')
   if [ ${#pending[@]} -eq 0 ]; then
     echo "$name lists no tests" | tee -a "$results"
@@ -158,7 +177,7 @@ while IFS=$'\t' read -r name exe dir; do
     limit=$(( ${#pending[@]} * ${BERTH_VM_TEST_TIMEOUT:-300} ))
     set +e
     (cd "$dir" && RUSTC_BOOTSTRAP=1 "$here/with-kvm.sh" --timeout "$limit" -- \
-      "$exe" --include-ignored --test-threads=1 "${report_time[@]}" --exact "${pending[@]}") 2>&1 | tee "$one"
+      "${wrap[@]}" "$exe" --include-ignored --test-threads=1 "${report_time[@]}" --exact "${pending[@]}") 2>&1 | tee "$one"
     rc=${PIPESTATUS[0]}
     set -e
     if [ "$rc" -ne 124 ] && [ "$rc" -ne 125 ]; then

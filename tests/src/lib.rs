@@ -245,16 +245,27 @@ impl Berth {
     }
 }
 
-/// A small tmpfs mounted over a folder for the length of a test (as root): a disk that
-/// can fill.
+/// A small tmpfs at a folder for the length of a test: a disk that can fill.
+///
+/// As root it is mounted over the folder. An ordinary user cannot mount, so there the
+/// tmpfs is the one that whoever ran the tests as that user mounted for it and named in
+/// `BERTH_TEST_SMALL_DISK` (scripts/as-test-user.sh `--small-disk`): the folder becomes a
+/// link to it for the length of the test. Without it, the test fails.
 #[derive(Debug)]
 pub struct SmallDisk {
     dir: PathBuf,
+    /// The tmpfs the link points to, when this is an ordinary user's.
+    lent: Option<PathBuf>,
 }
 
 impl SmallDisk {
-    /// Mounts a tmpfs of `mib` MiB over `dir`.
+    /// A tmpfs of `mib` MiB (as root), or at least that big (an ordinary user's), at
+    /// `dir`, an empty folder.
     pub fn mount(dir: &std::path::Path, mib: u64) -> SmallDisk {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return Self::lent(dir, mib);
+        }
         let status = std::process::Command::new("mount")
             .args([
                 "-t",
@@ -269,21 +280,76 @@ impl SmallDisk {
         assert!(status.success(), "mount a tmpfs on {}", dir.display());
         SmallDisk {
             dir: dir.to_path_buf(),
+            lent: None,
         }
     }
 
-    /// Bytes free.
-    pub fn free(&self) -> u64 {
+    /// An ordinary user's: `dir` becomes a link to the tmpfs in `BERTH_TEST_SMALL_DISK`,
+    /// which must be a file system of its own, this user's, empty and at least `mib` MiB.
+    fn lent(dir: &std::path::Path, mib: u64) -> SmallDisk {
+        use std::os::unix::fs::MetadataExt;
+        let disk = std::env::var_os("BERTH_TEST_SMALL_DISK")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                panic!(
+                    "this test needs a small disk, and an ordinary user cannot mount one: run \
+                     it as root, or through scripts/as-test-user.sh --small-disk {mib} \
+                     (scripts/test.sh does), which sets BERTH_TEST_SMALL_DISK"
+                )
+            });
+        let meta = std::fs::metadata(&disk)
+            .unwrap_or_else(|e| panic!("BERTH_TEST_SMALL_DISK={}: {e}", disk.display()));
+        let parent = std::fs::metadata(disk.join("..")).expect("the small disk's parent");
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::geteuid() };
+        assert!(
+            meta.is_dir() && meta.dev() != parent.dev() && meta.uid() == uid,
+            "BERTH_TEST_SMALL_DISK={} is not a mounted file system of this user's",
+            disk.display()
+        );
+        assert!(
+            std::fs::read_dir(&disk)
+                .expect("list the small disk")
+                .next()
+                .is_none(),
+            "the small disk {} is in use (not empty)",
+            disk.display()
+        );
+        std::fs::remove_dir(dir)
+            .unwrap_or_else(|e| panic!("{} must be an empty folder: {e}", dir.display()));
+        std::os::unix::fs::symlink(&disk, dir).expect("link the folder to the small disk");
+        let lent = SmallDisk {
+            dir: dir.to_path_buf(),
+            lent: Some(disk),
+        };
+        let total = lent.statfs().0;
+        assert!(
+            total >= mib << 20,
+            "the small disk has {total} bytes, fewer than the test's {mib} MiB"
+        );
+        lent
+    }
+
+    /// Bytes in all, and bytes free.
+    fn statfs(&self) -> (u64, u64) {
         let out = std::process::Command::new("stat")
-            .args(["-f", "-c", "%a %S"])
+            .args(["-L", "-f", "-c", "%b %a %S"])
             .arg(&self.dir)
             .output()
             .expect("run stat");
         let text = String::from_utf8(out.stdout).expect("stat prints numbers");
-        let mut n = text
+        let n: Vec<u64> = text
             .split_whitespace()
-            .map(|n| n.parse::<u64>().expect("stat prints numbers"));
-        n.next().expect("free blocks") * n.next().expect("block size")
+            .map(|n| n.parse::<u64>().expect("stat prints numbers"))
+            .collect();
+        assert_eq!(n.len(), 3, "stat -f of {}: {text}", self.dir.display());
+        (n[0] * n[2], n[1] * n[2])
+    }
+
+    /// Bytes free.
+    pub fn free(&self) -> u64 {
+        self.statfs().1
     }
 
     /// Fills the disk with file `name` until only `free` bytes are left.
@@ -304,6 +370,16 @@ impl SmallDisk {
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
+        if let Some(disk) = &self.lent {
+            // Emptied for the next test, and the folder is a folder again.
+            for e in std::fs::read_dir(disk).into_iter().flatten().flatten() {
+                let p = e.path();
+                let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+            }
+            let _ = std::fs::remove_file(&self.dir);
+            let _ = std::fs::create_dir(&self.dir);
+            return;
+        }
         // Lazily, so that a process a failed test left holding a file cannot keep the
         // mount in place.
         let _ = std::process::Command::new("umount")

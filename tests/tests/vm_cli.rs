@@ -268,11 +268,16 @@ fn rm_flag_leaves_nothing_behind() {
     assert_no_orphan_vmms();
 }
 
-/// What is in berth's runtime folder (the VMs' sockets), as root sees it.
+/// What is in berth's runtime folder (the VMs' sockets), where berth puts it for this
+/// user.
 fn runtime_entries() -> Vec<String> {
     let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
         Some(d) => Path::new(&d).join("berth"),
-        None => Path::new("/run/berth").to_path_buf(),
+        // SAFETY: getuid has no preconditions and cannot fail.
+        None => match unsafe { libc::getuid() } {
+            0 => Path::new("/run/berth").to_path_buf(),
+            uid => Path::new(&format!("/tmp/berth-{uid}")).to_path_buf(),
+        },
     };
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .into_iter()

@@ -45,8 +45,8 @@ pub use x86::{CpuidEntry, DescriptorTable, Registers, Segment, SpecialRegisters}
 /// Errors of the hypervisor layer.
 #[derive(Debug, thiserror::Error)]
 pub enum HypervisorError {
-    /// cannot open {path}: {source}; is KVM available and do you have access (group kvm)?
-    #[error("cannot open {path}: {source}; is KVM available and do you have access (group kvm)?")]
+    /// cannot open {path}: {source}, and what to do about it ([`open_hint`])
+    #[error("cannot open {path}: {source}{}", open_hint(.source))]
     Open {
         /// The device node.
         path: String,
@@ -72,6 +72,21 @@ pub enum HypervisorError {
         /// What was wrong.
         reason: String,
     },
+}
+
+/// What to do when the hypervisor's device node cannot be opened, by why: most often an
+/// ordinary user outside the group that may use it (docker's users know that one).
+fn open_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            ": add yourself to group kvm (`sudo usermod -aG kvm $USER`, then log in again)"
+        }
+        std::io::ErrorKind::NotFound => {
+            ": KVM is not available on this machine (enable virtualization in the firmware, \
+             or load kvm-intel or kvm-amd)"
+        }
+        _ => "; is KVM available, and may you use it (group kvm)?",
+    }
 }
 
 /// Result type of this crate.
@@ -220,4 +235,33 @@ pub trait Vcpu {
     fn run(&mut self) -> Result<VcpuExit<'_>>;
     /// The vCPU's registers now (to tell where a crashed guest was).
     fn registers(&self) -> Result<(Registers, SpecialRegisters)>;
+}
+
+#[cfg(test)]
+mod open_error_tests {
+    use super::HypervisorError;
+
+    use std::io::ErrorKind;
+
+    fn open(kind: ErrorKind) -> String {
+        HypervisorError::Open {
+            path: "/dev/kvm".into(),
+            source: std::io::Error::from(kind),
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn a_user_without_access_is_told_to_join_group_kvm() {
+        let m = open(ErrorKind::PermissionDenied);
+        assert!(m.starts_with("cannot open /dev/kvm: "), "{m}");
+        assert!(m.contains("add yourself to group kvm"), "{m}");
+    }
+
+    #[test]
+    fn a_machine_without_kvm_is_told_so() {
+        let m = open(ErrorKind::NotFound);
+        assert!(m.contains("KVM is not available on this machine"), "{m}");
+        assert!(!m.contains("group kvm"), "{m}");
+    }
 }

@@ -486,6 +486,17 @@ fn append_file<W: Write>(
     b.append_data(&mut h, name, data)
 }
 
+fn append_dir<W: Write>(b: &mut tar::Builder<W>, name: &str) -> io::Result<()> {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_size(0);
+    h.set_mode(0o755);
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    b.append_data(&mut h, name, io::empty())
+}
+
 /// Writes images to `out` as one archive that is both an OCI layout and a `docker save`
 /// archive. `images` are references or IDs.
 pub fn save(store: &Store, images: &[String], out: impl Write) -> Result<()> {
@@ -512,6 +523,12 @@ pub fn save(store: &Store, images: &[String], out: impl Write) -> Result<()> {
     let mut b = tar::Builder::new(out);
     let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
     append_file(&mut b, "oci-layout", layout.len() as u64, &layout[..]).map_err(io_err)?;
+    // The blobs' folders have entries of their own, as in docker's and skopeo's archives:
+    // a reader that makes missing parents itself may give them the archive's owner, root,
+    // which fails as an ordinary user (skopeo's oci-archive does).
+    for dir in ["blobs/", "blobs/sha256/"] {
+        append_dir(&mut b, dir).map_err(io_err)?;
+    }
     let mut written = BTreeSet::new();
     let mut index = Index {
         schema_version: 2,
