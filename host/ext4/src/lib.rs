@@ -93,7 +93,9 @@ pub fn format_new_with(path: &Path, bytes: u64, id: &Identity) -> Result<Layout,
     let written = file
         .set_len(layout.blocks * BLOCK_SIZE)
         .and_then(|()| write_metadata(&mut file, &layout, id))
-        .and_then(|()| file.sync_all());
+        // Durable before the caller renames it into place: a crash must not leave a
+        // scratch disk of zeros under the final name.
+        .and_then(|()| file.sync_data());
     if let Err(e) = written {
         drop(file);
         let _ = std::fs::remove_file(path);
