@@ -222,7 +222,8 @@ section "benchmarks: one short run of each (scripts/bench-*.sh)"
 bench_passed=0
 bench_failed=0
 for bench in "bench-vmm.sh 1:with-kvm" "bench-run.sh 1:" "bench-docker.sh 1:" \
-  "bench-net.sh 1:with-kvm" "bench-fs.sh 1:with-kvm" "bench-image.sh 1:" "bench-runtime.sh 5:"; do
+  "bench-net.sh 1:with-kvm" "bench-fs.sh 1:with-kvm" "bench-image.sh 1:" "bench-runtime.sh 5:" \
+  "bench-scratch.sh 5:"; do
   cmd=${bench%%:*}
   echo "---- $cmd (${SECONDS}s in)"
   read -r -a words <<<"$cmd"
