@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use berth_image::registry::BlobPush;
-use berth_image::{ops, Client, ClientOptions, Platform, Reference, Store};
+use berth_image::{ops, Client, ClientOptions, Digest, Platform, Reference, Store};
 use berth_units::{human_duration, human_size};
 use clap::{Args, Subcommand};
 
@@ -275,12 +275,13 @@ async fn pull(a: PullArgs) -> Result<()> {
     let report = client.pull(&store, &reference).await?;
     if !a.registry.quiet {
         for (l, _) in report.image.layers() {
-            let state = if report.downloaded.contains(&l.digest) {
+            let digest = Digest::try_from(l.digest())?;
+            let state = if report.downloaded.contains(&digest) {
                 "Pull complete"
             } else {
                 "Already exists"
             };
-            println!("{}: {state}", l.digest.short());
+            println!("{}: {state}", digest.short());
         }
         println!("Digest: {}", report.digest);
         let status = match had.first() {
@@ -344,7 +345,7 @@ fn list(a: ListArgs) -> Result<()> {
         };
         let size = img
             .layers()
-            .map(|(d, diff)| store.layer_size(diff).unwrap_or(d.size))
+            .map(|(d, diff)| store.layer_size(diff).unwrap_or(d.size()))
             .sum::<u64>();
         let created = age(img.config.created.as_deref());
         let mut names: Vec<(String, String)> = Vec::new();

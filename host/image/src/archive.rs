@@ -6,7 +6,7 @@
 //! older docker layout with `<id>/layer.tar` files and symlinks), plain or gzip'd, and
 //! verifies every blob before anything enters the store.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -16,7 +16,9 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, IoContext, Result};
 use crate::layer::{bytes_path, safe_relative_path};
-use crate::manifest::{self, Descriptor, Index, Manifest, ManifestKind, Platform};
+use crate::manifest::{
+    self, Compression, Descriptor, ImageIndex, ImageManifest, ManifestKind, Platform,
+};
 use crate::reference::{Digest, Reference};
 use crate::store::{LocalImage, RefEntry, Staging, Store, UNTAGGED};
 
@@ -88,19 +90,20 @@ impl Contents {
 
     /// A blob of the OCI layout, verified against its descriptor.
     fn blob(&self, desc: &Descriptor) -> Result<&FileRec> {
-        let name = format!("blobs/sha256/{}", desc.digest.hex());
+        let digest = Digest::try_from(desc.digest())?;
+        let name = format!("blobs/sha256/{}", digest.hex());
         let f = self.file(&name)?;
-        if f.digest != desc.digest {
+        if f.digest != digest {
             return Err(Error::DigestMismatch {
                 what: format!("{name} in {}", self.archive.display()),
-                expected: desc.digest.to_string(),
+                expected: digest.to_string(),
                 actual: f.digest.to_string(),
             });
         }
-        if f.size != desc.size {
+        if f.size != desc.size() {
             return Err(Error::SizeMismatch {
                 what: format!("{name} in {}", self.archive.display()),
-                expected: desc.size,
+                expected: desc.size(),
                 actual: f.size,
             });
         }
@@ -201,18 +204,19 @@ fn read_archive(path: &Path, staging: &Staging) -> Result<Contents> {
 /// One image found in an archive, staged.
 struct Found {
     manifest_digest: Digest,
-    manifest: Manifest,
+    manifest: ImageManifest,
     names: Vec<String>,
 }
 
-fn layer_media_type(f: &FileRec) -> Result<&'static str> {
+/// How a `docker save` layer file is compressed: gzip or not at all.
+fn layer_compression(f: &FileRec) -> Result<Compression> {
     let mut head = [0u8; 2];
     let mut file = File::open(&f.tmp).at(&f.tmp)?;
     let n = file.read(&mut head).at(&f.tmp)?;
     Ok(if n == 2 && head == [0x1f, 0x8b] {
-        manifest::OCI_LAYER_GZIP
+        Compression::Gzip
     } else {
-        manifest::OCI_LAYER_TAR
+        Compression::None
     })
 }
 
@@ -252,11 +256,10 @@ fn load_docker(c: &Contents, staging: &mut Staging) -> Result<Vec<Found>> {
         let mut layers = Vec::new();
         for (path, diff_id) in e.layers.iter().zip(&config.rootfs.diff_ids) {
             let f = c.file(path)?;
-            let media_type = layer_media_type(f)?;
-            let actual = if media_type == manifest::OCI_LAYER_TAR {
-                f.digest.clone()
-            } else {
-                diff_id_of(f)?
+            let compression = layer_compression(f)?;
+            let actual = match compression {
+                Compression::None => f.digest.clone(),
+                _ => diff_id_of(f)?,
             };
             if &actual != diff_id {
                 return Err(Error::DigestMismatch {
@@ -272,16 +275,13 @@ fn load_docker(c: &Contents, staging: &mut Staging) -> Result<Vec<Found>> {
                     .at(&copy)?;
                 staging.add_verified_blob(f.digest.clone(), copy);
             }
-            layers.push(Descriptor::new(media_type, f.digest.clone(), f.size));
+            layers.push(Descriptor::new(
+                compression.oci_media_type(),
+                f.size,
+                f.digest.clone(),
+            ));
         }
-        let m = Manifest {
-            schema_version: 2,
-            media_type: Some(manifest::OCI_MANIFEST.into()),
-            config: Descriptor::new(manifest::OCI_CONFIG, cfg.digest.clone(), cfg.size),
-            layers,
-            annotations: None,
-            extra: Default::default(),
-        };
+        let m = manifest::oci_manifest(cfg.digest.clone(), cfg.size, layers)?;
         let bytes = serde_json::to_vec(&m).map_err(|err| c.bad(err.to_string()))?;
         let digest = staging.add_bytes(&bytes)?;
         found.push(Found {
@@ -299,32 +299,33 @@ fn stage_manifest(
     desc: &Descriptor,
     platform: &Platform,
     depth: usize,
-) -> Result<Option<(Digest, Manifest)>> {
+) -> Result<Option<(Digest, ImageManifest)>> {
     let f = c.blob(desc)?;
+    let digest = f.digest.clone();
     let bytes = std::fs::read(&f.tmp).at(&f.tmp)?;
-    let what = format!("manifest {} in {}", desc.digest, c.archive.display());
-    match manifest::parse_manifest(&bytes, &desc.media_type, &what)?.1 {
+    let what = format!("manifest {digest} in {}", c.archive.display());
+    match manifest::parse_manifest(&bytes, desc.media_type().as_ref(), &what)?.1 {
         ManifestKind::Image(m) => {
-            let cfg = c.blob(&m.config)?;
+            let cfg = c.blob(m.config())?;
             let cfg_bytes = std::fs::read(&cfg.tmp).at(&cfg.tmp)?;
             manifest::parse_config(&cfg_bytes, &m, &what)?;
-            staging.add_bytes_expect(&cfg_bytes, &m.config.digest, &what)?;
-            for l in &m.layers {
+            staging.add_bytes_expect(&cfg_bytes, &cfg.digest, &what)?;
+            for l in m.layers() {
                 let lf = c.blob(l)?;
-                if staging.blob(&l.digest).is_none() {
-                    let copy = staging.path_for(&format!("blob-{}", l.digest.hex()));
+                if staging.blob(&lf.digest).is_none() {
+                    let copy = staging.path_for(&format!("blob-{}", lf.digest.hex()));
                     std::fs::hard_link(&lf.tmp, &copy)
                         .or_else(|_| std::fs::copy(&lf.tmp, &copy).map(|_| ()))
                         .at(&copy)?;
-                    staging.add_verified_blob(l.digest.clone(), copy);
+                    staging.add_verified_blob(lf.digest.clone(), copy);
                 }
             }
-            staging.add_bytes_expect(&bytes, &desc.digest, &what)?;
-            Ok(Some((desc.digest.clone(), m)))
+            staging.add_bytes_expect(&bytes, &digest, &what)?;
+            Ok(Some((digest, m)))
         }
         ManifestKind::Index(idx) if depth < 4 => {
             let chosen = manifest::select_platform(&idx, platform, &what)?.clone();
-            staging.add_bytes_expect(&bytes, &desc.digest, &what)?;
+            staging.add_bytes_expect(&bytes, &digest, &what)?;
             stage_manifest(c, staging, &chosen, platform, depth + 1)
         }
         ManifestKind::Index(_) => Err(c.bad("indexes nested too deeply")),
@@ -332,8 +333,9 @@ fn stage_manifest(
 }
 
 fn load_oci(c: &Contents, staging: &mut Staging, platform: &Platform) -> Result<Vec<Found>> {
-    let index: Index = serde_json::from_slice(&c.read("index.json")?)
+    let index: ImageIndex = serde_json::from_slice(&c.read("index.json")?)
         .map_err(|e| c.bad(format!("index.json: {e}")))?;
+    manifest::validate_index(&index, &format!("index.json in {}", c.archive.display()))?;
     // Names docker's manifest.json gives, by config digest (for layouts without annotations).
     let mut docker_names: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
     if let Ok(data) = c.read("manifest.json") {
@@ -349,11 +351,11 @@ fn load_oci(c: &Contents, staging: &mut Staging, platform: &Platform) -> Result<
         }
     }
     let mut found = Vec::new();
-    for desc in &index.manifests {
+    for desc in index.manifests() {
         let Some((digest, m)) = stage_manifest(c, staging, desc, platform, 0)? else {
             continue;
         };
-        let ann = desc.annotations.clone().unwrap_or_default();
+        let ann = desc.annotations().clone().unwrap_or_default();
         let mut names = Vec::new();
         if let Some(n) = ann.get(ANNOTATION_IMAGE_NAME) {
             names.push(n.clone());
@@ -364,7 +366,8 @@ fn load_oci(c: &Contents, staging: &mut Staging, platform: &Platform) -> Result<
             }
         }
         if names.is_empty() {
-            if let Some(n) = docker_names.get(&m.config.digest) {
+            let config = Digest::try_from(m.config().digest())?;
+            if let Some(n) = docker_names.get(&config) {
                 names.extend(n.iter().cloned());
             }
         }
@@ -439,21 +442,23 @@ pub fn load(
 fn prepare_staged(store: &Store, staging: &mut Staging, found: &[Found]) -> Result<()> {
     let mut jobs: Vec<(PathBuf, Digest)> = Vec::new();
     let mut seen = BTreeSet::new();
-    for f in found {
-        let cfg_path = staging
-            .blob(&f.manifest.config.digest)
+    // A staged blob, or one the store had already.
+    let blob_path = |desc: &Descriptor| -> Result<PathBuf> {
+        let digest = Digest::try_from(desc.digest())?;
+        Ok(staging
+            .blob(&digest)
             .map(Path::to_path_buf)
-            .unwrap_or_else(|| store.blob_path(&f.manifest.config.digest));
+            .unwrap_or_else(|| store.blob_path(&digest)))
+    };
+    for f in found {
+        let cfg_path = blob_path(f.manifest.config())?;
         let cfg = std::fs::read(&cfg_path).at(&cfg_path)?;
         let config = manifest::parse_config(&cfg, &f.manifest, "image")?;
-        for (l, diff) in f.manifest.layers.iter().zip(&config.rootfs.diff_ids) {
+        for (l, diff) in f.manifest.layers().iter().zip(&config.rootfs.diff_ids) {
             if store.layer_image_path(diff).is_file() || !seen.insert(diff.clone()) {
                 continue;
             }
-            let blob = staging
-                .blob(&l.digest)
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| store.blob_path(&l.digest));
+            let blob = blob_path(l)?;
             jobs.push((blob, diff.clone()));
         }
     }
@@ -530,18 +535,17 @@ pub fn save(store: &Store, images: &[String], out: impl Write) -> Result<()> {
         append_dir(&mut b, dir).map_err(io_err)?;
     }
     let mut written = BTreeSet::new();
-    let mut index = Index {
-        schema_version: 2,
-        media_type: Some(manifest::OCI_INDEX.into()),
-        manifests: Vec::new(),
-        annotations: None,
-        extra: Default::default(),
-    };
+    let mut index_entries: Vec<Descriptor> = Vec::new();
     let mut docker: Vec<DockerManifestEntry> = Vec::new();
     for (img, names) in &resolved {
-        let mut blobs: Vec<&Digest> = vec![&img.manifest_digest, &img.manifest.config.digest];
-        blobs.extend(img.manifest.layers.iter().map(|l| &l.digest));
-        for d in blobs {
+        let layers = img
+            .manifest
+            .layers()
+            .iter()
+            .map(|l| Digest::try_from(l.digest()))
+            .collect::<Result<Vec<Digest>>>()?;
+        // The image ID is the config's digest.
+        for d in [&img.manifest_digest, &img.id].into_iter().chain(&layers) {
             if !written.insert(d.clone()) {
                 continue;
             }
@@ -554,18 +558,21 @@ pub fn save(store: &Store, images: &[String], out: impl Write) -> Result<()> {
             .at(store.blob_path(&img.manifest_digest))?
             .len();
         let mut tags = Vec::new();
-        let mut push_desc = |ann: Option<BTreeMap<String, String>>| {
-            let mut d =
-                Descriptor::new(&img.manifest_media_type, img.manifest_digest.clone(), size);
-            d.annotations = ann;
-            index.manifests.push(d);
+        let mut push_desc = |ann: Option<HashMap<String, String>>| {
+            let mut d = Descriptor::new(
+                img.manifest_media_type.as_str().into(),
+                size,
+                img.manifest_digest.clone(),
+            );
+            d.set_annotations(ann);
+            index_entries.push(d);
         };
         if names.is_empty() {
             push_desc(None);
         }
         for n in names {
             let r = Reference::parse(n)?;
-            let mut ann = BTreeMap::new();
+            let mut ann = HashMap::new();
             ann.insert(ANNOTATION_IMAGE_NAME.to_string(), r.to_string());
             ann.insert(
                 ANNOTATION_REF_NAME.to_string(),
@@ -575,18 +582,15 @@ pub fn save(store: &Store, images: &[String], out: impl Write) -> Result<()> {
             tags.push(r.familiar());
         }
         docker.push(DockerManifestEntry {
-            config: format!("blobs/sha256/{}", img.manifest.config.digest.hex()),
+            config: format!("blobs/sha256/{}", img.id.hex()),
             repo_tags: Some(tags),
-            layers: img
-                .manifest
-                .layers
+            layers: layers
                 .iter()
-                .map(|l| format!("blobs/sha256/{}", l.digest.hex()))
+                .map(|l| format!("blobs/sha256/{}", l.hex()))
                 .collect(),
         });
     }
-    let to_json = |v: &dyn erased::Ser| v.to_vec();
-    let index_json = to_json(&index)?;
+    let index_json = archive_json(&manifest::oci_index(index_entries)?)?;
     append_file(
         &mut b,
         "index.json",
@@ -594,7 +598,7 @@ pub fn save(store: &Store, images: &[String], out: impl Write) -> Result<()> {
         &index_json[..],
     )
     .map_err(io_err)?;
-    let docker_json = to_json(&docker)?;
+    let docker_json = archive_json(&docker)?;
     append_file(
         &mut b,
         "manifest.json",
@@ -606,20 +610,15 @@ pub fn save(store: &Store, images: &[String], out: impl Write) -> Result<()> {
     Ok(())
 }
 
-mod erased {
-    use crate::error::{Error, Result};
-
-    /// Serialises to JSON bytes (object-safe).
-    pub trait Ser {
-        fn to_vec(&self) -> Result<Vec<u8>>;
-    }
-
-    impl<T: serde::Serialize> Ser for T {
-        fn to_vec(&self) -> Result<Vec<u8>> {
-            serde_json::to_vec(self).map_err(|e| Error::Malformed {
-                what: "archive index".into(),
-                reason: e.to_string(),
-            })
-        }
-    }
+/// JSON for the archive's own files (not blobs), through serde_json's `Value`, whose
+/// maps are BTreeMaps: every object's keys come out sorted. oci-spec keeps annotations in a
+/// HashMap, whose order changes from run to run, and the same images must always save to
+/// the same bytes.
+fn archive_json(v: &impl Serialize) -> Result<Vec<u8>> {
+    serde_json::to_value(v)
+        .and_then(|v| serde_json::to_vec(&v))
+        .map_err(|e| Error::Malformed {
+            what: "archive index".into(),
+            reason: e.to_string(),
+        })
 }

@@ -217,7 +217,7 @@ impl Store {
         for (i, (d, diff)) in image.layers().enumerate() {
             let path = self.layer_image_path(diff);
             if !path.is_file() {
-                missing.push((i, d.digest.clone(), diff.clone()));
+                missing.push((i, Digest::try_from(d.digest())?, diff.clone()));
             }
             paths.push(path);
         }

@@ -5,7 +5,7 @@ use std::io::Read;
 use chrono::{DateTime, Utc};
 
 use crate::error::{Error, IoContext, Result};
-use crate::manifest::{self, Descriptor, History, Manifest, RunConfig};
+use crate::manifest::{self, Descriptor, History, MediaType, RunConfig};
 use crate::reference::{Digest, Reference};
 use crate::store::{LocalImage, RefEntry, Store, UNTAGGED};
 
@@ -75,35 +75,18 @@ pub fn commit(
     // The new manifest is OCI; Docker layer media types map onto their OCI twins.
     let mut layers: Vec<Descriptor> = base
         .manifest
-        .layers
+        .layers()
         .iter()
         .map(|l| {
             let mut l = l.clone();
-            l.media_type = match manifest::layer_compression(&l.media_type, "base layer") {
-                Ok(manifest::Compression::Gzip) => manifest::OCI_LAYER_GZIP.into(),
-                Ok(manifest::Compression::Zstd) => manifest::OCI_LAYER_ZSTD.into(),
-                _ => manifest::OCI_LAYER_TAR.into(),
-            };
+            let compression = manifest::layer_compression(l.media_type(), "base layer")
+                .unwrap_or(manifest::Compression::None);
+            l.set_media_type(compression.oci_media_type());
             l
         })
         .collect();
-    layers.push(Descriptor::new(
-        manifest::OCI_LAYER_TAR,
-        digest.clone(),
-        size,
-    ));
-    let m = Manifest {
-        schema_version: 2,
-        media_type: Some(manifest::OCI_MANIFEST.into()),
-        config: Descriptor::new(
-            manifest::OCI_CONFIG,
-            config_digest,
-            config_bytes.len() as u64,
-        ),
-        layers,
-        annotations: None,
-        extra: Default::default(),
-    };
+    layers.push(Descriptor::new(MediaType::ImageLayer, size, digest.clone()));
+    let m = manifest::oci_manifest(config_digest, config_bytes.len() as u64, layers)?;
     let manifest_bytes = serde_json::to_vec(&m).map_err(|e| Error::Malformed {
         what: "new manifest".into(),
         reason: e.to_string(),
@@ -151,7 +134,7 @@ pub struct HistoryRow {
 pub fn history(store: &Store, image: &LocalImage) -> Vec<HistoryRow> {
     let layer_sizes: Vec<u64> = image
         .layers()
-        .map(|(d, diff)| store.layer_size(diff).unwrap_or(d.size))
+        .map(|(d, diff)| store.layer_size(diff).unwrap_or(d.size()))
         .collect();
     let mut rows = Vec::new();
     let mut next_layer = 0;
@@ -243,7 +226,7 @@ pub fn inspect(store: &Store, image: &LocalImage) -> Result<serde_json::Value> {
         "Manifest": {
             "Digest": image.manifest_digest,
             "MediaType": image.manifest_media_type,
-            "Layers": image.manifest.layers,
+            "Layers": image.manifest.layers(),
         },
         "GuestLayers": guest_layers,
     }))

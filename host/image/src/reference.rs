@@ -76,6 +76,24 @@ impl From<Digest> for String {
     }
 }
 
+/// A descriptor's digest as the store knows it. oci-spec also accepts sha384, sha512 and
+/// other algorithms; berth's store holds sha256 blobs only, so those are refused here.
+impl TryFrom<&oci_spec::image::Digest> for Digest {
+    type Error = Error;
+    fn try_from(d: &oci_spec::image::Digest) -> Result<Self> {
+        d.as_ref().parse()
+    }
+}
+
+/// For descriptors berth writes itself.
+impl From<Digest> for oci_spec::image::Digest {
+    fn from(d: Digest) -> Self {
+        // A berth digest is `sha256:` and 64 lowercase hex digits (every constructor checks
+        // or makes exactly that), which oci-spec's digest grammar accepts.
+        oci_spec::image::Digest::from_str(&d.0).expect("a sha256 digest is an OCI digest")
+    }
+}
+
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -18,11 +18,33 @@ use sha2::{Digest as _, Sha256};
 
 use crate::auth::{self, Credentials};
 use crate::error::{Error, IoContext, Result};
-use crate::manifest::{self, Descriptor, ManifestKind, Platform, MANIFEST_ACCEPT};
+use crate::manifest::{self, Descriptor, ImageManifest, ManifestKind, Platform, MANIFEST_ACCEPT};
 use crate::reference::{api_host, Digest, Reference};
 use crate::store::{LocalImage, RefEntry, Store};
 
 const RETRIES: u32 = 4;
+
+/// A blob to fetch or push: a descriptor's digest, as the store keys it, and its size.
+#[derive(Debug, Clone)]
+struct Blob {
+    digest: Digest,
+    size: u64,
+}
+
+impl TryFrom<&Descriptor> for Blob {
+    type Error = Error;
+    fn try_from(d: &Descriptor) -> Result<Self> {
+        Ok(Blob {
+            digest: Digest::try_from(d.digest())?,
+            size: d.size(),
+        })
+    }
+}
+
+/// The blobs of a manifest's layers, lowest first.
+fn layer_blobs(m: &ImageManifest) -> Result<Vec<Blob>> {
+    m.layers().iter().map(Blob::try_from).collect()
+}
 
 /// How the client behaves.
 #[derive(Debug, Clone)]
@@ -530,7 +552,7 @@ impl Client {
         &self,
         target: &Target<'_>,
         repository: &str,
-        desc: &Descriptor,
+        desc: &Blob,
         path: &std::path::Path,
         bar: &ProgressBar,
     ) -> Result<()> {
@@ -569,7 +591,7 @@ impl Client {
         &self,
         resp: reqwest::Response,
         path: &std::path::Path,
-        desc: &Descriptor,
+        desc: &Blob,
         bar: &ProgressBar,
     ) -> Result<()> {
         let what = format!("blob {}", desc.digest);
@@ -637,7 +659,7 @@ impl Client {
             ManifestKind::Index(idx) => {
                 let chosen = manifest::select_platform(&idx, &self.opts.platform, &display)?;
                 let (bytes, declared, digest) = self
-                    .fetch_manifest(&target, repo, chosen.digest.as_str())
+                    .fetch_manifest(&target, repo, chosen.digest().as_ref())
                     .await?;
                 let what = format!("{display} ({})", self.opts.platform);
                 match manifest::parse_manifest(&bytes, &declared, &what)? {
@@ -658,14 +680,16 @@ impl Client {
 
         let multi = self.progress();
         // The config first: it holds the diff IDs the layers are checked against.
-        let config_path = staging.path_for(&format!("blob-{}", manifest.config.digest.hex()));
-        let config_bytes = if store.has_blob(&manifest.config.digest) {
-            store.read_blob(&manifest.config.digest)?
+        let config_blob = Blob::try_from(manifest.config())?;
+        let layers = layer_blobs(&manifest)?;
+        let config_path = staging.path_for(&format!("blob-{}", config_blob.digest.hex()));
+        let config_bytes = if store.has_blob(&config_blob.digest) {
+            store.read_blob(&config_blob.digest)?
         } else {
             let bar = ProgressBar::hidden();
-            self.download_blob(&target, repo, &manifest.config, &config_path, &bar)
+            self.download_blob(&target, repo, &config_blob, &config_path, &bar)
                 .await?;
-            staging.add_verified_blob(manifest.config.digest.clone(), config_path.clone());
+            staging.add_verified_blob(config_blob.digest.clone(), config_path.clone());
             std::fs::read(&config_path).at(&config_path)?
         };
         let config = manifest::parse_config(&config_bytes, &manifest, &display)?;
@@ -686,8 +710,7 @@ impl Client {
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
         let mut seen = std::collections::BTreeSet::new();
-        let jobs: Vec<(Descriptor, Digest)> = manifest
-            .layers
+        let jobs: Vec<(Blob, Digest)> = layers
             .iter()
             .zip(config.rootfs.diff_ids.iter())
             .filter(|(d, _)| seen.insert(d.digest.clone()))
@@ -753,12 +776,11 @@ impl Client {
         staging.commit(store)?;
         let key = reference.to_string();
         let name = reference.name();
-        let mut sources: Vec<(Digest, String)> = manifest
-            .layers
+        let mut sources: Vec<(Digest, String)> = layers
             .iter()
             .map(|l| (l.digest.clone(), name.clone()))
             .collect();
-        sources.push((manifest.config.digest.clone(), name.clone()));
+        sources.push((config_blob.digest.clone(), name.clone()));
         store.set_refs(
             &[(
                 key.clone(),
@@ -831,7 +853,7 @@ impl Client {
         &self,
         store: &Store,
         reference: &Reference,
-        desc: &Descriptor,
+        desc: &Blob,
         mount_from: Option<String>,
         bar: &ProgressBar,
     ) -> Result<BlobPush> {
@@ -935,8 +957,8 @@ impl Client {
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
-        let mut descs: Vec<Descriptor> = image.manifest.layers.clone();
-        descs.push(image.manifest.config.clone());
+        let mut descs = layer_blobs(&image.manifest)?;
+        descs.push(Blob::try_from(image.manifest.config())?);
         let mut seen = std::collections::BTreeSet::new();
         descs.retain(|d| seen.insert(d.digest.clone()));
         let prefix = format!("{}/", reference.registry);

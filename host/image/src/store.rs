@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, IoContext, Result};
-use crate::manifest::{self, ImageConfig, Manifest};
+use crate::manifest::{self, Descriptor, ImageConfig, ImageManifest};
 use crate::reference::{Digest, Reference};
 
 /// The reference key prefix of images that have no tag.
@@ -83,7 +83,7 @@ pub struct LocalImage {
     /// The manifest's media type.
     pub manifest_media_type: String,
     /// The manifest.
-    pub manifest: Manifest,
+    pub manifest: ImageManifest,
     /// The config.
     pub config: ImageConfig,
     /// The references that point to it, sorted.
@@ -92,9 +92,9 @@ pub struct LocalImage {
 
 impl LocalImage {
     /// Layer blob descriptors paired with their diff IDs, lowest first.
-    pub fn layers(&self) -> impl Iterator<Item = (&manifest::Descriptor, &Digest)> {
+    pub fn layers(&self) -> impl Iterator<Item = (&Descriptor, &Digest)> {
         self.manifest
-            .layers
+            .layers()
             .iter()
             .zip(self.config.rootfs.diff_ids.iter())
     }
@@ -110,7 +110,7 @@ impl LocalImage {
 
     /// Total size of the layer blobs and config.
     pub fn size(&self) -> u64 {
-        self.manifest.config.size + self.manifest.layers.iter().map(|l| l.size).sum::<u64>()
+        self.manifest.config().size() + self.manifest.layers().iter().map(|l| l.size()).sum::<u64>()
     }
 }
 
@@ -303,10 +303,11 @@ impl Store {
                 })
             }
         };
-        let config_data = self.read_blob(&manifest.config.digest)?;
+        let id = Digest::try_from(manifest.config().digest())?;
+        let config_data = self.read_blob(&id)?;
         let config = manifest::parse_config(&config_data, &manifest, &what)?;
         Ok(LocalImage {
-            id: manifest.config.digest.clone(),
+            id,
             manifest_digest: manifest_digest.clone(),
             manifest_media_type: media_type,
             manifest,
@@ -505,7 +506,8 @@ impl Store {
                 Ok(img) => {
                     keep.insert(img.id.hex().to_string());
                     for (l, diff) in img.layers() {
-                        keep.insert(l.digest.hex().to_string());
+                        // Parsed manifests hold sha256 digests only: the hex is the file name.
+                        keep.insert(l.digest().digest().to_string());
                         keep_layers.insert(diff.hex().to_string());
                     }
                 }
@@ -861,7 +863,7 @@ mod tests {
         let m = serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2,
             "mediaType": manifest::OCI_MANIFEST,
-            "config": {"mediaType": manifest::OCI_CONFIG, "digest": cfg, "size": config.len()},
+            "config": {"mediaType": manifest::MediaType::ImageConfig, "digest": cfg, "size": config.len()},
             "layers": []
         }))
         .unwrap();

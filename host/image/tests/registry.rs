@@ -156,7 +156,7 @@ async fn pull_push_round_trip_with_history_and_mounts() {
         },
     )
     .unwrap();
-    assert_eq!(committed.manifest.layers.len(), 4);
+    assert_eq!(committed.manifest.layers().len(), 4);
     let report = c
         .push(&store, &format!("{}:committed", dst.name()), None)
         .await
@@ -531,9 +531,9 @@ async fn docker_schema2_manifest_lists_pull_push_and_prepare() {
     assert!(pulled
         .image
         .manifest
-        .layers
+        .layers()
         .iter()
-        .all(|l| l.media_type == berth_image::manifest::DOCKER_LAYER_GZIP));
+        .all(|l| l.media_type().as_ref() == berth_image::manifest::DOCKER_LAYER_GZIP));
     let list = store.read_blob(&pulled.digest).unwrap();
     assert!(String::from_utf8_lossy(&list).contains(berth_image::manifest::DOCKER_LIST));
     assert_eq!(

@@ -31,19 +31,22 @@ fuzz_target!(|data: &[u8]| {
     let declared = DECLARED[usize::from(which) % DECLARED.len()];
     match manifest::parse_manifest(doc, declared, "fuzz") {
         Ok((_, ManifestKind::Image(m))) => {
-            m.validate("fuzz").expect("a parsed manifest is valid");
-            for l in &m.layers {
-                manifest::layer_compression(&l.media_type, "fuzz").expect("validated layers");
+            manifest::validate(&m, "fuzz").expect("a parsed manifest is valid");
+            Digest::try_from(m.config().digest()).expect("a sha256 config digest");
+            for l in m.layers() {
+                manifest::layer_compression(l.media_type(), "fuzz").expect("validated layers");
+                Digest::try_from(l.digest()).expect("sha256 layer digests");
             }
             if let Ok(c) = manifest::parse_config(config, &m, "fuzz") {
-                assert_eq!(c.rootfs.diff_ids.len(), m.layers.len());
+                assert_eq!(c.rootfs.diff_ids.len(), m.layers().len());
             }
         }
         Ok((_, ManifestKind::Index(i))) => {
             for wanted in ["linux/amd64", "linux/arm64/v8", "linux/arm/v7"] {
                 let wanted = Platform::from_str(wanted).expect("a valid platform");
                 if let Ok(d) = manifest::select_platform(&i, &wanted, "fuzz") {
-                    assert!(d.platform.as_ref().is_some_and(|p| wanted.matches(p)));
+                    assert!(d.platform().as_ref().is_some_and(|p| wanted.matches(p)));
+                    Digest::try_from(d.digest()).expect("a sha256 manifest digest");
                 }
             }
         }
