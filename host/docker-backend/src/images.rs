@@ -71,13 +71,9 @@ pub async fn inspect(engine: &Engine, name: &str) -> Result<ImageDetails, Backen
             e => image_error(e),
         })?;
         let c = img.config.config.clone().unwrap_or_default();
-        let key_list = |key: &str| -> Vec<String> {
-            c.extra
-                .get(key)
-                .and_then(|v| v.as_object())
-                .map(|m| m.keys().cloned().collect())
-                .unwrap_or_default()
-        };
+        fn keys<V>(m: &Option<std::collections::BTreeMap<String, V>>) -> Vec<String> {
+            m.iter().flat_map(|m| m.keys().cloned()).collect()
+        }
         Ok(ImageDetails {
             id: img.id.to_string(),
             repo_tags: img.tags(),
@@ -93,8 +89,8 @@ pub async fn inspect(engine: &Engine, name: &str) -> Result<ImageDetails, Backen
                 working_dir: c.working_dir.clone().unwrap_or_default(),
                 user: c.user.clone().unwrap_or_default(),
                 labels: c.labels.clone().unwrap_or_default(),
-                exposed_ports: key_list("ExposedPorts"),
-                volumes: key_list("Volumes"),
+                exposed_ports: keys(&c.exposed_ports),
+                volumes: keys(&c.volumes),
                 stop_signal: c.stop_signal.clone(),
             },
             architecture: img.config.architecture.clone(),
@@ -301,4 +297,56 @@ pub async fn load(engine: &Engine, mut tar: ByteStream) -> Result<Vec<String>, B
         Ok(out)
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest as _, Sha256};
+
+    /// A `docker save` archive of one image with an empty layer and `config`.
+    fn archive(dir: &std::path::Path, config: serde_json::Value) -> std::path::PathBuf {
+        let layer = tar::Builder::new(Vec::new()).into_inner().unwrap();
+        let diff = format!("sha256:{:x}", Sha256::digest(&layer));
+        let config = serde_json::json!({
+            "architecture": Platform::host().architecture, "os": "linux", "config": config,
+            "rootfs": {"type": "layers", "diff_ids": [diff]},
+        });
+        let manifest = serde_json::json!([{
+            "Config": "config.json", "RepoTags": ["inspect/me:1"], "Layers": ["layer.tar"],
+        }]);
+        let path = dir.join("image.tar");
+        let mut b = tar::Builder::new(std::fs::File::create(&path).unwrap());
+        for (name, data) in [
+            ("config.json", serde_json::to_vec(&config).unwrap()),
+            ("manifest.json", serde_json::to_vec(&manifest).unwrap()),
+            ("layer.tar", layer),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, name, &data[..]).unwrap();
+        }
+        b.finish().unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn inspect_shows_the_image_s_exposed_ports_and_volumes() {
+        let root = tempfile::tempdir().unwrap();
+        let engine = Engine::open_at(root.path()).unwrap();
+        let path = archive(
+            root.path(),
+            serde_json::json!({
+                "Cmd": ["httpd"],
+                "ExposedPorts": {"80/tcp": {}, "53/udp": {}},
+                "Volumes": {"/data": {}},
+            }),
+        );
+        berth_image::archive::load(engine.images(), &path, &Platform::host(), false).unwrap();
+        let details = inspect(&engine, "inspect/me:1").await.unwrap();
+        assert_eq!(details.config.exposed_ports, ["53/udp", "80/tcp"]);
+        assert_eq!(details.config.volumes, ["/data"]);
+        assert_eq!(details.config.cmd, Some(vec!["httpd".to_string()]));
+    }
 }
