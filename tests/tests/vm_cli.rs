@@ -1037,6 +1037,39 @@ fn image_with_layers(
     tag: &str,
     dir: &Path,
 ) -> (std::path::PathBuf, usize) {
+    let have = base_layer_count(base);
+    assert!(have < total, "{base} has {have} layers already");
+    let added = total - have;
+    let layers = (1..=added)
+        .map(|k| {
+            let mut layer = tar::Builder::new(Vec::new());
+            let mut put = |name: &str, data: &[u8]| tar_entry(&mut layer, name, data);
+            put("stack/", b"");
+            put(&format!("stack/{k}"), format!("{k}\n").as_bytes());
+            if k == 1 {
+                put("stack/gone", b"whited out above\n");
+            }
+            if k == added {
+                put("stack/.wh.gone", b"");
+            }
+            layer.into_inner().unwrap()
+        })
+        .collect();
+    let path = dir.join(format!("{total}-layers.tar"));
+    image_with(base, layers, tag, &path);
+    (path, added)
+}
+
+/// How many layers image `base` has.
+fn base_layer_count(base: &str) -> usize {
+    let files = saved_files(base);
+    let manifest: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    manifest[0]["Layers"].as_array().unwrap().len()
+}
+
+/// Writes to `path` a docker archive of `base` with the layer tars `added` on top (lowest
+/// first), tagged `tag`.
+fn image_with(base: &str, added: Vec<Vec<u8>>, tag: &str, path: &Path) {
     use sha2::Digest;
     let files = saved_files(base);
     let manifest: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
@@ -1048,38 +1081,21 @@ fn image_with_layers(
         .iter()
         .map(|l| l.as_str().unwrap().to_string())
         .collect();
-    assert!(
-        layers.len() < total,
-        "{base} has {} layers already",
-        layers.len()
-    );
-    let added = total - layers.len();
     let mut out = tar::Builder::new(Vec::new());
     for name in &layers {
         tar_entry(&mut out, name, &files[name]);
     }
-    for k in 1..=added {
-        let mut layer = tar::Builder::new(Vec::new());
-        let mut put = |name: &str, data: &[u8]| tar_entry(&mut layer, name, data);
-        put("stack/", b"");
-        put(&format!("stack/{k}"), format!("{k}\n").as_bytes());
-        if k == 1 {
-            put("stack/gone", b"whited out above\n");
-        }
-        if k == added {
-            put("stack/.wh.gone", b"");
-        }
-        let layer = layer.into_inner().unwrap();
-        let hex = hex::encode(sha2::Sha256::digest(&layer));
+    for (k, layer) in added.iter().enumerate() {
+        let hex = hex::encode(sha2::Sha256::digest(layer));
         let name = format!("{hex}/layer.tar");
-        tar_entry(&mut out, &name, &layer);
+        tar_entry(&mut out, &name, layer);
         layers.push(name);
         config["rootfs"]["diff_ids"]
             .as_array_mut()
             .unwrap()
             .push(format!("sha256:{hex}").into());
         if let Some(h) = config["history"].as_array_mut() {
-            h.push(serde_json::json!({ "created_by": format!("layer {k} of a stack") }));
+            h.push(serde_json::json!({ "created_by": format!("added layer {}", k + 1) }));
         }
     }
     let config = serde_json::to_vec(&config).unwrap();
@@ -1095,9 +1111,266 @@ fn image_with_layers(
         "manifest.json",
         &serde_json::to_vec(&manifest).unwrap(),
     );
-    let path = dir.join(format!("{total}-layers.tar"));
-    std::fs::write(&path, out.into_inner().unwrap()).unwrap();
-    (path, added)
+    std::fs::write(path, out.into_inner().unwrap()).unwrap();
+}
+
+/// One entry of a hand-made layer: its kind, owner and mode.
+enum Node<'a> {
+    Dir,
+    File(&'a [u8]),
+    Symlink(&'a str),
+    Hardlink(&'a str),
+    CharDevice(u32, u32),
+}
+
+fn layer_of(entries: &[(&str, Node, u64, u64, u32)]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, node, uid, gid, mode) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_uid(*uid);
+        h.set_gid(*gid);
+        h.set_mode(*mode);
+        h.set_mtime(0);
+        h.set_size(0);
+        let mut data: &[u8] = b"";
+        match node {
+            Node::Dir => h.set_entry_type(tar::EntryType::Directory),
+            Node::File(d) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(d.len() as u64);
+                data = d;
+            }
+            Node::Symlink(t) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_link_name(t).unwrap();
+            }
+            Node::Hardlink(t) => {
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_link_name(t).unwrap();
+            }
+            Node::CharDevice(major, minor) => {
+                h.set_entry_type(tar::EntryType::Char);
+                h.set_device_major(*major).unwrap();
+                h.set_device_minor(*minor).unwrap();
+            }
+        }
+        h.set_cksum();
+        tar.append_data(&mut h, name, data).unwrap();
+    }
+    tar.into_inner().unwrap()
+}
+
+/// What a container should see of the layer tars `layers` (lowest first) stacked as
+/// overlayfs does: `.wh.NAME` removes NAME and all under it, `.wh..wh..opq` empties its
+/// folder of what lower layers put there, a later entry replaces an earlier one, and a
+/// hard link is its target's file. One line per path under `/sem`:
+/// `path|type|mode|uid|gid|size|links|sha256 or link target or device`, as the
+/// container's listing prints them.
+fn expected_view(layers: &[Vec<u8>]) -> Vec<String> {
+    use sha2::Digest;
+    use std::collections::BTreeMap;
+    use std::io::Read;
+    #[derive(Clone)]
+    struct Seen {
+        kind: &'static str,
+        mode: u32,
+        uid: u64,
+        gid: u64,
+        size: u64,
+        what: String,
+        key: String,
+    }
+    let mut view: BTreeMap<String, Seen> = BTreeMap::new();
+    for layer in layers {
+        let mut opaque_now = Vec::new();
+        let mut archive = tar::Archive::new(&layer[..]);
+        for e in archive.entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().display().to_string();
+            let path = path.trim_end_matches('/').to_string();
+            let (parent, name) = path.rsplit_once('/').unwrap_or(("", &path));
+            if name == ".wh..wh..opq" {
+                opaque_now.push(format!("{parent}/"));
+                continue;
+            }
+            if let Some(hidden) = name.strip_prefix(".wh.") {
+                let gone = format!("{parent}/{hidden}");
+                view.retain(|p, _| p != &gone && !p.starts_with(&format!("{gone}/")));
+                continue;
+            }
+            let h = e.header().clone();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            let target = || e_link(&h);
+            let seen = match h.entry_type() {
+                tar::EntryType::Directory => Seen {
+                    kind: "directory",
+                    size: 0,
+                    what: String::new(),
+                    ..meta(&h, &path)
+                },
+                tar::EntryType::Regular => Seen {
+                    kind: "regular file",
+                    size: data.len() as u64,
+                    what: hex::encode(sha2::Sha256::digest(&data)),
+                    ..meta(&h, &path)
+                },
+                tar::EntryType::Symlink => Seen {
+                    kind: "symbolic link",
+                    size: target().len() as u64,
+                    what: target(),
+                    ..meta(&h, &path)
+                },
+                tar::EntryType::Char => Seen {
+                    kind: "character special file",
+                    size: 0,
+                    what: format!(
+                        "{},{}",
+                        h.device_major().unwrap().unwrap(),
+                        h.device_minor().unwrap().unwrap()
+                    ),
+                    ..meta(&h, &path)
+                },
+                tar::EntryType::Link => view[&target()].clone(),
+                other => panic!("no model for {other:?}"),
+            };
+            view.insert(path, seen);
+        }
+        // An opaque folder keeps only what this very layer put in it.
+        for dir in opaque_now {
+            let this_layer: Vec<String> = tar::Archive::new(&layer[..])
+                .entries()
+                .unwrap()
+                .map(|e| e.unwrap().path().unwrap().display().to_string())
+                .collect();
+            view.retain(|p, _| {
+                !p.starts_with(&dir) || this_layer.iter().any(|t| t.trim_end_matches('/') == p)
+            });
+        }
+    }
+    fn meta(h: &tar::Header, path: &str) -> Seen {
+        Seen {
+            kind: "",
+            mode: h.mode().unwrap() & 0o7777,
+            uid: h.uid().unwrap(),
+            gid: h.gid().unwrap(),
+            size: 0,
+            what: String::new(),
+            key: path.to_string(),
+        }
+    }
+    fn e_link(h: &tar::Header) -> String {
+        h.link_name().unwrap().unwrap().display().to_string()
+    }
+    // Hard links: every name of one file counts its links.
+    let mut links: BTreeMap<String, usize> = BTreeMap::new();
+    for s in view.values() {
+        *links.entry(s.key.clone()).or_default() += 1;
+    }
+    view.iter()
+        .filter(|(p, _)| p.starts_with("sem/"))
+        .map(|(p, s)| {
+            // A folder's size and link count are the filesystem's own (overlayfs gives a
+            // merged folder one link): left out, as `dir_fields` leaves them out.
+            let (size, nlink) = if s.kind == "directory" {
+                ("-".to_string(), "-".to_string())
+            } else {
+                (s.size.to_string(), links[&s.key].to_string())
+            };
+            format!(
+                "/{p}|{}|{:o}|{}|{}|{size}|{nlink}|{}",
+                s.kind, s.mode, s.uid, s.gid, s.what
+            )
+        })
+        .collect()
+}
+
+/// One line of the container's listing in the model's form: a folder's size and links
+/// left out, device numbers (busybox prints them in hex) in decimal.
+fn dir_fields(line: &str) -> String {
+    let mut f: Vec<String> = line.split('|').map(str::to_string).collect();
+    if f.len() != 8 {
+        return line.to_string();
+    }
+    match f[1].as_str() {
+        "directory" => {
+            f[5] = "-".into();
+            f[6] = "-".into();
+        }
+        "character special file" => {
+            let hex = |v: &str| u32::from_str_radix(v, 16).unwrap_or(u32::MAX);
+            if let Some((ma, mi)) = f[7].split_once(',') {
+                f[7] = format!("{},{}", hex(ma), hex(mi));
+            }
+        }
+        _ => {}
+    }
+    f.join("|")
+}
+
+#[test]
+#[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
+fn three_layers_keep_their_semantics_inside_a_container() {
+    // What the userspace erofs writer makes of layer tars, read back by the guest's
+    // kernel through overlayfs in a container, entry by entry against the tars: types,
+    // modes with setuid, owners, sizes, content hashes, link targets, device numbers,
+    // hard links, whiteouts, an opaque folder and names that differ only in case.
+    use Node::*;
+    let l1 = layer_of(&[
+        ("sem/", Dir, 0, 0, 0o755),
+        ("sem/opq/", Dir, 0, 0, 0o755),
+        ("sem/opq/old", File(b"old"), 0, 0, 0o644),
+        ("sem/del/", Dir, 0, 0, 0o755),
+        ("sem/del/inner", File(b"inner"), 0, 0, 0o644),
+        ("sem/gone", File(b"to be whited out"), 0, 0, 0o644),
+        (
+            "sem/file",
+            File(b"hello from layer one\n"),
+            1000,
+            1000,
+            0o640,
+        ),
+        ("sem/suid", File(b"#!/bin/sh\necho suid\n"), 0, 0, 0o4755),
+        ("sem/sgid-dir/", Dir, 0, 50, 0o2775),
+        ("sem/Case", File(b"upper"), 0, 0, 0o644),
+        ("sem/case", File(b"lower"), 0, 0, 0o644),
+        ("sem/link", Symlink("file"), 0, 0, 0o777),
+        ("sem/hard", Hardlink("sem/file"), 1000, 1000, 0o640),
+        ("sem/null", CharDevice(1, 3), 0, 0, 0o666),
+    ]);
+    let l2 = layer_of(&[
+        ("sem/.wh.gone", File(b""), 0, 0, 0o644),
+        ("sem/.wh.del", File(b""), 0, 0, 0o644),
+        ("sem/opq/", Dir, 0, 0, 0o755),
+        ("sem/opq/.wh..wh..opq", File(b""), 0, 0, 0o644),
+        ("sem/opq/new", File(b"new"), 0, 0, 0o644),
+        ("sem/owned", File(b"two"), 2000, 3000, 0o600),
+    ]);
+    let l3 = layer_of(&[
+        ("sem/del/", Dir, 4000, 4000, 0o750),
+        ("sem/del/back", File(b"back again"), 4000, 4000, 0o640),
+        ("sem/Case", File(b"UPPER, replaced"), 5, 6, 0o664),
+    ]);
+    let layers = vec![l1, l2, l3];
+    let want = expected_view(&layers);
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("semantics.tar");
+    let tag = "berth.local/semantics:3";
+    image_with(IMAGE, layers, tag, &archive);
+    ok(&["load", "-i", archive.to_str().unwrap()]);
+    let list = "cd / && find sem -mindepth 1 | sort | while read -r f; do \
+        stat -c '/%n|%F|%a|%u|%g|%s|%h' \"$f\" | tr -d '\\n'; printf '|'; \
+        if [ -L \"$f\" ]; then readlink \"$f\"; \
+        elif [ -c \"$f\" ]; then stat -c '%t,%T' \"$f\"; \
+        elif [ -f \"$f\" ]; then sha256sum \"$f\" | cut -d' ' -f1; \
+        else echo; fi; done";
+    let out = ok(&["run", "--rm", "--network", "none", tag, "sh", "-c", list]);
+    let got: Vec<String> = out.lines().map(dir_fields).collect();
+    assert_eq!(got, want, "the container's view of /sem against the tars");
+    // And the setuid bit does what it is for: it survives, executable.
+    let out = ok(&["run", "--rm", "--network", "none", tag, "/sem/suid"]);
+    assert_eq!(out.trim(), "suid");
+    ok(&["rmi", tag]);
 }
 
 #[test]
