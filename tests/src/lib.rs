@@ -388,3 +388,72 @@ impl Drop for SmallDisk {
             .status();
     }
 }
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until `check` holds, failing after `limit`.
+#[track_caller]
+pub fn eventually(what: &str, limit: std::time::Duration, mut check: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !check() {
+        assert!(started.elapsed() < limit, "{what} within {limit:?}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// A docker-registry on loopback for this test, stopped when dropped.
+#[derive(Debug)]
+pub struct Registry {
+    child: std::process::Child,
+    /// Where it listens, `127.0.0.1:PORT`.
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Starts one on a free port and waits until it listens.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n  secret: berth-test\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start docker-registry (scripts/setup.sh installs it)");
+        eventually(
+            "the registry to listen",
+            std::time::Duration::from_secs(30),
+            || std::net::TcpStream::connect(&addr).is_ok(),
+        );
+        Self {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1418,6 +1418,126 @@ fn images_of_40_and_127_layers_run_and_128_are_refused_before_a_vm_starts() {
     ok(&["rmi", "berth.local/stack:40", "berth.local/stack:127", tag]);
 }
 
+/// Runs a peer tool (skopeo, umoci) and returns its stdout, failing with its stderr.
+#[track_caller]
+fn tool(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {program} (scripts/setup.sh installs it): {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+#[test]
+#[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
+fn images_written_by_skopeo_and_umoci_run_loaded_and_pulled() {
+    // The peers' own writers, not berth's: skopeo turns berth's archive into an OCI
+    // layout, umoci adds a layer to it (its own tar writer, a file and a whiteout), and
+    // the result comes back to berth both as a skopeo docker archive (`load`) and
+    // through a registry skopeo pushed it to (`pull`). Both run. (umoci 0.4 ends its
+    // layers without the tar's final padding, which berth refused until it read them
+    // as Go's archive/tar does.)
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).display().to_string();
+    ok(&["save", "-o", &p("base.tar"), IMAGE]);
+    let layout = p("layout");
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--quiet",
+            &format!("docker-archive:{}", p("base.tar")),
+            &format!("oci:{layout}:peer"),
+        ],
+    );
+    std::fs::write(dir.path().join("hello"), "written by umoci\n").unwrap();
+    let image = format!("{layout}:peer");
+    tool(
+        "umoci",
+        &[
+            "insert",
+            "--rootless",
+            "--image",
+            &image,
+            &p("hello"),
+            "/peer/hello",
+        ],
+    );
+    tool(
+        "umoci",
+        &[
+            "insert",
+            "--rootless",
+            "--image",
+            &image,
+            "--whiteout",
+            "/bin/vi",
+        ],
+    );
+    let check = "cat /peer/hello; test -e /bin/vi && echo vi || echo no vi";
+    // Loaded: a docker archive skopeo wrote.
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--quiet",
+            &format!("oci:{image}"),
+            &format!("docker-archive:{}:berth.local/peer:loaded", p("peer.tar")),
+        ],
+    );
+    ok(&["load", "-i", &p("peer.tar")]);
+    let out = ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "berth.local/peer:loaded",
+        "sh",
+        "-c",
+        check,
+    ]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["written by umoci", "no vi"],
+        "{out}"
+    );
+    // Pulled: the OCI layout as skopeo pushes it.
+    let registry = berth_tests::Registry::start();
+    let remote = format!("{}/peer/umoci:pushed", registry.addr);
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            &format!("oci:{image}"),
+            &format!("docker://{remote}"),
+        ],
+    );
+    ok(&["pull", "-q", &remote]);
+    let out = ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &remote,
+        "sh",
+        "-c",
+        check,
+    ]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["written by umoci", "no vi"],
+        "{out}"
+    );
+    ok(&["rmi", "berth.local/peer:loaded", &remote]);
+}
+
 /// The resident memory of every `berth-vmm` process, in KiB.
 fn vmm_rss_kib() -> u64 {
     let mut total = 0;

@@ -5,13 +5,12 @@
 //! push test talks to is started by the test itself, on loopback.
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use berth_tests::{berth_command, required_path, text, Berth};
+use berth_tests::{berth_command, eventually, free_port, required_path, text, Berth, Registry};
 
 const IMAGE: &str = "berth.local/busybox:latest";
 /// No single client command of these tests takes this long, even nested under emulation.
@@ -124,16 +123,6 @@ fn ok(args: &[&str]) -> String {
 #[track_caller]
 fn berth_ok(args: &[&str]) -> String {
     service().berth.ok(args)
-}
-
-/// Waits until `check` holds, failing after `limit`.
-#[track_caller]
-fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !check() {
-        assert!(started.elapsed() < limit, "{what} within {limit:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]
@@ -324,60 +313,6 @@ fn http_get(port: u16, path: &str) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).expect("read the answer");
     out
-}
-
-/// A free loopback port.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A docker-registry on loopback for this test, stopped when dropped.
-struct Registry {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let addr = format!("127.0.0.1:{}", free_port());
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n  secret: berth-test\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("/usr/bin/docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start docker-registry (scripts/setup.sh installs it)");
-        eventually("the registry to listen", Duration::from_secs(30), || {
-            std::net::TcpStream::connect(&addr).is_ok()
-        });
-        Self {
-            child,
-            addr,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::process::Output;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use berth_tests::{text, Berth};
+use berth_tests::{free_port, text, Berth};
 
 const IMAGE: &str = "berth.local/busybox:latest";
 /// No single berth command of these tests takes this long, even nested under emulation.
@@ -34,14 +34,6 @@ fn ok(args: &[&str]) -> String {
 
 fn diagnostics() -> String {
     berth_env().diagnostics()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `GET /` on 127.0.0.1:`port`: the whole answer, or the error.

@@ -347,6 +347,38 @@ fn corrupt_truncated_and_unknown_layers_are_clear_errors_leaving_nothing() {
 }
 
 #[test]
+fn a_tar_without_its_final_padding_reads_as_docker_reads_it() {
+    // umoci 0.4's `insert` ends its layers right after the last file's data: no padding
+    // to the block and no end-of-archive blocks. Go's archive/tar (docker, containerd)
+    // reads that as the end; so does berth. A stream that stops anywhere else is still
+    // an error.
+    let mut t = Tar::new();
+    t.dir("peer/", 0o755).file("peer/hello", 0o644, b"hi\n");
+    let whole = t.bytes();
+    // Header blocks of the folder and the file, then the file's three bytes.
+    let unpadded = &whole[..2 * 512 + 3];
+    assert_eq!(&unpadded[unpadded.len() - 3..], b"hi\n");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("unpadded.erofs");
+    let (diff_id, size) = write_layer_image(unpadded, &out, "umoci").unwrap();
+    assert_eq!(size, unpadded.len() as u64);
+    assert_eq!(diff_id.hex(), hex::encode(Sha256::digest(unpadded)));
+    assert_eq!(dump(&out, "/peer/hello").size, 3);
+    let fail = |blob: &[u8]| {
+        let out = dir.path().join("bad.erofs");
+        let err = write_layer_image(blob, &out, "l").unwrap_err();
+        assert!(!out.exists(), "{err}");
+        err.to_string()
+    };
+    // Part of the padding, then nothing: what Go refuses too.
+    let err = fail(&whole[..unpadded.len() + 100]);
+    assert!(err.contains("truncated"), "{err}");
+    // Short of the data.
+    let err = fail(&unpadded[..unpadded.len() - 1]);
+    assert!(err.contains("truncated") || err.contains("hello"), "{err}");
+}
+
+#[test]
 fn later_entries_replace_earlier_ones() {
     let mut t = Tar::new();
     t.symlink("f", "/target")

@@ -70,19 +70,51 @@ fn write_inner(reader: impl Read, out: &Path, layer: &str) -> Result<(Digest, u6
         image: ImageWriter::new(file, out, layer)?,
         layer,
     };
+    // Where the last entry's data ended, and the error of a stream that stopped right
+    // there: see below.
+    let read = std::cell::Cell::new(0u64);
+    let mut unpadded_end = None;
     {
-        let mut archive = tar::Archive::new(&mut hashing);
+        let counting = Counting {
+            inner: &mut hashing,
+            read: &read,
+        };
+        let mut archive = tar::Archive::new(counting);
         let entries = archive
             .entries()
             .map_err(|e| bad(format!("not a tar archive: {e}")))?;
+        let mut data_end = None;
         for entry in entries {
-            let entry = entry.map_err(|e| bad(format!("corrupt or truncated tar: {e}")))?;
+            let entry = match entry {
+                Ok(entry) => entry,
+                // A stream that stops exactly where the last entry's data ends, without
+                // the padding to its block and the end-of-archive blocks, as umoci 0.4's
+                // `insert` writes its layers: Go's archive/tar (docker, containerd,
+                // umoci) reads that as the end, and so does berth, once it has checked
+                // below that nothing at all follows. Any other shortfall is an error.
+                Err(e) if data_end == Some(read.get()) => {
+                    unpadded_end = Some(e);
+                    break;
+                }
+                Err(e) => return Err(bad(format!("corrupt or truncated tar: {e}"))),
+            };
+            let regular = entry.header().entry_type().is_file();
             build.entry(entry)?;
+            data_end = regular.then(|| read.get());
         }
     }
     // The diff ID covers the whole stream, including the end-of-archive padding.
-    io::copy(&mut hashing, &mut io::sink())
+    let rest = io::copy(&mut hashing, &mut io::sink())
         .map_err(|e| bad(format!("corrupt or truncated stream: {e}")))?;
+    if let Some(e) = unpadded_end {
+        if rest > 0 {
+            return Err(bad(format!("corrupt or truncated tar: {e}")));
+        }
+        tracing::debug!(
+            "layer {layer}: the tar ends without its final padding (as umoci 0.4 writes \
+             layers); read as the end of the archive, as docker does"
+        );
+    }
     let (diff_id, size) = hashing.finish();
     let mut uuid = [0u8; 16];
     if let Ok(bytes) = hex::decode(&diff_id.hex()[..32]) {
@@ -94,6 +126,20 @@ fn write_inner(reader: impl Read, out: &Path, layer: &str) -> Result<(Digest, u6
         build.tree.nodes.len()
     );
     Ok((diff_id, size))
+}
+
+/// A reader that counts what it has handed out, for a tar reader that owns it.
+struct Counting<'a, R> {
+    inner: R,
+    read: &'a std::cell::Cell<u64>,
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.set(self.read.get() + n as u64);
+        Ok(n)
+    }
 }
 
 /// Sniffs the compression of a layer blob and returns the tar stream.
