@@ -11,7 +11,8 @@
 # - checks that the user may open /dev/kvm where it exists: group kvm, as udev's rule
 #   (or setup.sh) leaves it on a host and as the harness machine's init makes it;
 # - lets the user reach what the tests run: CMD, $BERTH_BIN (and berth-vmm beside it),
-#   $BERTH_KERNEL, $BERTH_INITRAMFS, $BERTH_DEFAULT_IMAGE and the working directory. A
+#   $BERTH_KERNEL, $BERTH_INITRAMFS, $BERTH_DEFAULT_IMAGE, $BERTH_GUEST_PROBE and the
+#   working directory. A
 #   folder on their way that others may not search (root's home, 0700, which holds
 #   ~/.cache/berth and maybe the checkout) gets o+x, which lets them through but not list
 #   it; each such change is logged. A file the user still cannot read fails the run;
@@ -69,7 +70,7 @@ reach() {
 cmd_path=$(command -v "$1") || fail "no command $1"
 reach "$cmd_path"
 reach "$PWD"
-for var in BERTH_BIN BERTH_KERNEL BERTH_INITRAMFS BERTH_DEFAULT_IMAGE; do
+for var in BERTH_BIN BERTH_KERNEL BERTH_INITRAMFS BERTH_DEFAULT_IMAGE BERTH_GUEST_PROBE; do
   [ -z "${!var:-}" ] || reach "${!var}"
 done
 if [ -n "${BERTH_BIN:-}" ] && [ -e "$(dirname "$BERTH_BIN")/berth-vmm" ]; then

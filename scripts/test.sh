@@ -57,6 +57,10 @@ for pair in build-initramfs:BERTH_INITRAMFS build-test-initramfs:BERTH_TEST_INIT
   export "$var=$path"
   echo "$var=$path"
 done
+# The static probe the test initramfs carries (build-test-initramfs.sh builds it): VM tests
+# put it into images too, to ask the guest what busybox cannot (extended attributes).
+export BERTH_GUEST_PROBE="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/berth-guest-probe"
+[ -x "$BERTH_GUEST_PROBE" ] || { echo "test.sh: no $BERTH_GUEST_PROBE after build-test-initramfs.sh" >&2; exit 1; }
 # The tests drive the release build, what people install (and what the benchmarks time).
 cargo build --locked --release -p berth -p berth-vmm
 export BERTH_BIN="$CARGO_TARGET_DIR/release/berth"

@@ -1118,6 +1118,8 @@ fn image_with(base: &str, added: Vec<Vec<u8>>, tag: &str, path: &Path) {
 enum Node<'a> {
     Dir,
     File(&'a [u8]),
+    /// A file with one extended attribute (a PAX `SCHILY.xattr` record).
+    FileWithXattr(&'a [u8], &'a str, &'a [u8]),
     Symlink(&'a str),
     Hardlink(&'a str),
     CharDevice(u32, u32),
@@ -1136,6 +1138,14 @@ fn layer_of(entries: &[(&str, Node, u64, u64, u32)]) -> Vec<u8> {
         match node {
             Node::Dir => h.set_entry_type(tar::EntryType::Directory),
             Node::File(d) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(d.len() as u64);
+                data = d;
+            }
+            Node::FileWithXattr(d, key, value) => {
+                let record = format!("SCHILY.xattr.{key}");
+                tar.append_pax_extensions([(record.as_str(), *value)])
+                    .unwrap();
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_size(d.len() as u64);
                 data = d;
@@ -1314,7 +1324,8 @@ fn three_layers_keep_their_semantics_inside_a_container() {
     // What the userspace erofs writer makes of layer tars, read back by the guest's
     // kernel through overlayfs in a container, entry by entry against the tars: types,
     // modes with setuid, owners, sizes, content hashes, link targets, device numbers,
-    // hard links, whiteouts, an opaque folder and names that differ only in case.
+    // hard links, an extended attribute, whiteouts, an opaque folder and names that
+    // differ only in case.
     use Node::*;
     let l1 = layer_of(&[
         ("sem/", Dir, 0, 0, 0o755),
@@ -1337,6 +1348,13 @@ fn three_layers_keep_their_semantics_inside_a_container() {
         ("sem/link", Symlink("file"), 0, 0, 0o777),
         ("sem/hard", Hardlink("sem/file"), 1000, 1000, 0o640),
         ("sem/null", CharDevice(1, 3), 0, 0, 0o666),
+        (
+            "sem/xattr",
+            FileWithXattr(b"has an attribute", "user.berth", b"kept"),
+            0,
+            0,
+            0o644,
+        ),
     ]);
     let l2 = layer_of(&[
         ("sem/.wh.gone", File(b""), 0, 0, 0o644),
@@ -1346,7 +1364,10 @@ fn three_layers_keep_their_semantics_inside_a_container() {
         ("sem/opq/new", File(b"new"), 0, 0, 0o644),
         ("sem/owned", File(b"two"), 2000, 3000, 0o600),
     ]);
+    // The probe reads the extended attribute, which busybox cannot.
+    let probe = std::fs::read(berth_tests::required_path("BERTH_GUEST_PROBE")).unwrap();
     let l3 = layer_of(&[
+        ("bin/berth-guest-probe", File(&probe), 0, 0, 0o755),
         ("sem/del/", Dir, 4000, 4000, 0o750),
         ("sem/del/back", File(b"back again"), 4000, 4000, 0o640),
         ("sem/Case", File(b"UPPER, replaced"), 5, 6, 0o664),
@@ -1367,9 +1388,22 @@ fn three_layers_keep_their_semantics_inside_a_container() {
     let out = ok(&["run", "--rm", "--network", "none", tag, "sh", "-c", list]);
     let got: Vec<String> = out.lines().map(dir_fields).collect();
     assert_eq!(got, want, "the container's view of /sem against the tars");
-    // And the setuid bit does what it is for: it survives, executable.
+    // The setuid bit does what it is for: it survives, executable. And the extended
+    // attribute is there.
     let out = ok(&["run", "--rm", "--network", "none", tag, "/sem/suid"]);
     assert_eq!(out.trim(), "suid");
+    let out = ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        tag,
+        "berth-guest-probe",
+        "getxattr",
+        "/sem/xattr",
+        "user.berth",
+    ]);
+    assert_eq!(out.trim(), "kept");
     ok(&["rmi", tag]);
 }
 

@@ -15,6 +15,8 @@
 //!     send one datagram, print the first answer (10 s at most)
 //! berth-guest-probe udp-echo-server PORT
 //!     answer every datagram on UDP port PORT with "echo: " and its bytes, until killed
+//! berth-guest-probe getxattr PATH NAME
+//!     print the value of extended attribute NAME of PATH (not following a symlink)
 //! ```
 //!
 //! Failures print `berth-guest-probe: ...` on stderr and exit 1; usage errors exit 2.
@@ -31,7 +33,8 @@ const USAGE: &str = "usage:
   berth-guest-probe net-up IFACE ADDR/PREFIX GATEWAY
   berth-guest-probe tcp-send IP PORT MESSAGE
   berth-guest-probe udp-send IP PORT MESSAGE
-  berth-guest-probe udp-echo-server PORT";
+  berth-guest-probe udp-echo-server PORT
+  berth-guest-probe getxattr PATH NAME";
 
 // One copy of the interface set-up: the agent's (the probe uses only part of it).
 #[allow(dead_code)]
@@ -81,6 +84,27 @@ enum Command {
     UdpEcho {
         port: u16,
     },
+    GetXattr {
+        path: String,
+        name: String,
+    },
+}
+
+/// The value of extended attribute `name` of `path` itself (a symlink is not followed).
+fn getxattr(path: &str, name: &str) -> io::Result<Vec<u8>> {
+    let bad = |_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in the argument");
+    let p = std::ffi::CString::new(path).map_err(bad)?;
+    let n = std::ffi::CString::new(name).map_err(bad)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    // SAFETY: both strings are NUL-terminated and live across the call; the buffer is
+    // valid for its length, which is what the kernel may write.
+    let len =
+        unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if len < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(len as usize);
+    Ok(buf)
 }
 
 fn parse_ip(s: &str) -> Result<std::net::Ipv4Addr, String> {
@@ -125,6 +149,10 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
         }),
         ["udp-echo-server", port] => Ok(Command::UdpEcho {
             port: port.parse().map_err(|_| "PORT must be 0 to 65535")?,
+        }),
+        ["getxattr", path, name] => Ok(Command::GetXattr {
+            path: (*path).to_owned(),
+            name: (*name).to_owned(),
         }),
         [] => Err("missing command".into()),
         [cmd, ..] => Err(format!("bad arguments for {cmd:?}")),
@@ -180,6 +208,13 @@ fn run(command: Command) -> io::Result<()> {
             let (n, _) = sock.recv_from(&mut buf)?;
             let mut out = io::stdout().lock();
             out.write_all(&buf[..n])?;
+            out.flush()
+        }
+        Command::GetXattr { path, name } => {
+            let value = getxattr(&path, &name)?;
+            let mut out = io::stdout().lock();
+            out.write_all(&value)?;
+            out.write_all(b"\n")?;
             out.flush()
         }
         Command::UdpEcho { port } => {
@@ -423,6 +458,14 @@ mod tests {
             Ok(Command::UdpEcho { port: 5300 })
         );
         assert!(parse_args(&args(&["udp-echo-server", "x"])).is_err());
+        assert_eq!(
+            parse_args(&args(&["getxattr", "/f", "user.k"])),
+            Ok(Command::GetXattr {
+                path: "/f".into(),
+                name: "user.k".into()
+            })
+        );
+        assert!(parse_args(&args(&["getxattr", "/f"])).is_err());
     }
 
     #[test]
