@@ -1478,41 +1478,26 @@ fn images_written_by_skopeo_and_umoci_run_loaded_and_pulled() {
     // as Go's archive/tar does.)
     let dir = tempfile::tempdir().unwrap();
     let p = |name: &str| dir.path().join(name).display().to_string();
+    let copy = |from: String, to: String| {
+        tool(
+            "skopeo",
+            &["copy", "--quiet", "--dest-tls-verify=false", &from, &to],
+        )
+    };
     ok(&["save", "-o", &p("base.tar"), IMAGE]);
-    let layout = p("layout");
-    tool(
-        "skopeo",
-        &[
-            "copy",
-            "--quiet",
-            &format!("docker-archive:{}", p("base.tar")),
-            &format!("oci:{layout}:peer"),
-        ],
+    let image = format!("{}:peer", p("layout"));
+    copy(
+        format!("docker-archive:{}", p("base.tar")),
+        format!("oci:{image}"),
     );
     std::fs::write(dir.path().join("hello"), "written by umoci\n").unwrap();
-    let image = format!("{layout}:peer");
-    tool(
-        "umoci",
-        &[
-            "insert",
-            "--rootless",
-            "--image",
-            &image,
-            &p("hello"),
-            "/peer/hello",
-        ],
-    );
-    tool(
-        "umoci",
-        &[
-            "insert",
-            "--rootless",
-            "--image",
-            &image,
-            "--whiteout",
-            "/bin/vi",
-        ],
-    );
+    let insert = |args: &[&str]| {
+        let mut all = vec!["insert", "--rootless", "--image", &image];
+        all.extend_from_slice(args);
+        tool("umoci", &all)
+    };
+    insert(&[&p("hello"), "/peer/hello"]);
+    insert(&["--whiteout", "/bin/vi"]);
     // The file umoci added is there and the file it whited out is gone.
     let runs = |image: &str| {
         let check = "cat /peer/hello; test -e /bin/vi && echo vi || echo no vi";
@@ -1524,30 +1509,17 @@ fn images_written_by_skopeo_and_umoci_run_loaded_and_pulled() {
         );
     };
     // Loaded: a docker archive skopeo wrote.
-    tool(
-        "skopeo",
-        &[
-            "copy",
-            "--quiet",
-            &format!("oci:{image}"),
-            &format!("docker-archive:{}:berth.local/peer:loaded", p("peer.tar")),
-        ],
+    let archive = p("peer.tar");
+    copy(
+        format!("oci:{image}"),
+        format!("docker-archive:{archive}:berth.local/peer:loaded"),
     );
-    ok(&["load", "-i", &p("peer.tar")]);
+    ok(&["load", "-i", &archive]);
     runs("berth.local/peer:loaded");
     // Pulled: the OCI layout as skopeo pushes it.
     let registry = berth_tests::Registry::start();
     let remote = format!("{}/peer/umoci:pushed", registry.addr);
-    tool(
-        "skopeo",
-        &[
-            "copy",
-            "--quiet",
-            "--dest-tls-verify=false",
-            &format!("oci:{image}"),
-            &format!("docker://{remote}"),
-        ],
-    );
+    copy(format!("oci:{image}"), format!("docker://{remote}"));
     ok(&["pull", "-q", &remote]);
     runs(&remote);
     ok(&["rmi", "berth.local/peer:loaded", &remote]);
