@@ -154,6 +154,7 @@ impl Agent {
                 features: vec![
                     berth_protocol::FEATURE_NETWORK.to_string(),
                     berth_protocol::FEATURE_MOUNTS.to_string(),
+                    berth_protocol::FEATURE_DISK_DIRS.to_string(),
                 ],
             })),
             Request::Create(req) => self.create(*req).await,

@@ -12,6 +12,12 @@ use berth_runtime::{Layer, Scratch};
 const SYS_BLOCK: &str = "/sys/block";
 /// Most block devices looked at for a serial (a berth VM has a few dozen at most).
 const MAX_SCANNED: usize = 4096;
+/// Where whole disks shared by the VM's containers ([`Source::DiskDir`]) are mounted, one
+/// folder per device name.
+const SHARED_DISKS: &str = "/run/berth-disks";
+
+/// Serialises mounting shared disks, so that two creates never mount one twice.
+static SHARED_MOUNT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The layers and the scratch space of a create request. `/sys/block` is read once, when
 /// a source names a disk by its serial, however many layers share that disk.
@@ -47,7 +53,61 @@ fn layer(disks: &mut Disks, i: usize, s: &Source) -> Result<Layer, WireError> {
             fstype: fstype.clone(),
             range: range.map(|r| checked(&field, r)).transpose()?,
         }),
+        Source::DiskDir {
+            serial,
+            fstype,
+            dir,
+        } => Ok(Layer::Dir(disk_dir(disks, &field, serial, fstype, dir)?)),
     }
+}
+
+/// The folder `dir` of the whole disk with serial `serial`, mounted once for the VM.
+fn disk_dir(
+    disks: &mut Disks,
+    field: &str,
+    serial: &str,
+    fstype: &Option<String>,
+    dir: &str,
+) -> Result<PathBuf, WireError> {
+    let rel = relative_dir(field, dir)?;
+    let dev = disks.by_serial(field, serial)?;
+    let name = dev.file_name().unwrap_or_default();
+    let target = Path::new(SHARED_DISKS).join(name);
+    let _one_at_a_time = SHARED_MOUNT.lock().unwrap_or_else(|e| e.into_inner());
+    if !is_mounted(&target) {
+        berth_runtime::mount_shared(&dev, &target, fstype.as_deref())
+            .map_err(|e| WireError::new(ErrorKind::System, format!("{field}: {e}")))?;
+    }
+    Ok(target.join(rel))
+}
+
+/// Whether `p` is the root of a mount (its device differs from its parent's).
+fn is_mounted(p: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(p), p.parent().map(std::fs::metadata)) {
+        (Ok(a), Some(Ok(b))) => a.dev() != b.dev(),
+        _ => false,
+    }
+}
+
+/// A [`Source::DiskDir`] folder: plain names joined by `/`, nothing that climbs out.
+fn relative_dir(field: &str, dir: &str) -> Result<PathBuf, WireError> {
+    let ok = !dir.is_empty()
+        && dir.len() <= berth_protocol::MAX_DISK_DIR
+        && dir
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\0'));
+    if !ok {
+        return Err(invalid(
+            field,
+            format!(
+                "{dir:?} is not a folder of the disk: give plain names joined by /, \
+                 at most {} bytes",
+                berth_protocol::MAX_DISK_DIR
+            ),
+        ));
+    }
+    Ok(PathBuf::from(dir))
 }
 
 /// The scratch space of a create request; a tmpfs when there is none.
@@ -75,6 +135,20 @@ fn scratch_space(disks: &mut Disks, s: Option<&Source>) -> Result<Scratch, WireE
                 path: disks.by_serial(field, serial)?,
                 fstype: fstype.clone(),
             })
+        }
+        Some(Source::DiskDir {
+            serial,
+            fstype,
+            dir,
+        }) => {
+            let d = disk_dir(disks, field, serial, fstype, dir)?;
+            std::fs::create_dir_all(&d).map_err(|e| {
+                WireError::new(
+                    ErrorKind::System,
+                    format!("{field}: creating {}: {e}", d.display()),
+                )
+            })?;
+            Ok(Scratch::Dir(d))
         }
     }
 }
@@ -245,5 +319,21 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.field.as_deref(), Some("scratch"));
         assert_eq!(scratch_space(&mut disks, None).unwrap(), Scratch::Tmpfs);
+    }
+
+    #[test]
+    fn a_disk_folder_is_plain_names_and_never_climbs_out() {
+        assert_eq!(
+            relative_dir("layers[2]", "build/3/upper").unwrap(),
+            PathBuf::from("build/3/upper")
+        );
+        let long = "a/".repeat(berth_protocol::MAX_DISK_DIR);
+        for bad in [
+            "", "/abs", "a/../b", "..", "a//b", "./a", "a/", &long, "a\0b",
+        ] {
+            let e = relative_dir("layers[2]", bad).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some("layers[2]"), "{bad:?}");
+            assert!(e.message.contains("not a folder of the disk"), "{bad:?}");
+        }
     }
 }

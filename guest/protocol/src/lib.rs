@@ -53,6 +53,10 @@ pub const GUEST_CID: u32 = 3;
 pub const FEATURE_NETWORK: &str = "network";
 /// What an agent that adds [`CreateRequest::mounts`] lists in [`AgentInfo::features`].
 pub const FEATURE_MOUNTS: &str = "mounts";
+/// What an agent that understands [`Source::DiskDir`] lists in [`AgentInfo::features`].
+pub const FEATURE_DISK_DIRS: &str = "disk-dirs";
+/// Longest [`Source::DiskDir`] folder, in bytes.
+pub const MAX_DISK_DIR: usize = 1024;
 /// Most mounts of one container.
 pub const MAX_MOUNTS: usize = 64;
 /// Longest virtio-fs tag (the device's config field).
@@ -362,6 +366,20 @@ pub enum Source {
         range: Option<ByteRange>,
         /// Filesystem type, e.g. `erofs` or `ext4`.
         fstype: Option<String>,
+    },
+    /// A folder of the filesystem on a whole virtio disk found by its serial. The agent
+    /// mounts that disk once, read-write, and every container of the VM that names it
+    /// shares the mount. As a scratch space the folder is made if missing; as a layer it
+    /// must exist. A build keeps each step's upper directory on the VM's scratch disk this
+    /// way and stacks the finished ones as the next step's layers. `dir` is relative: plain
+    /// names joined by `/`, no `.` or `..`. Needs [`FEATURE_DISK_DIRS`].
+    DiskDir {
+        /// The disk's serial, as the host configured it.
+        serial: String,
+        /// Filesystem type of the whole disk; `None` is ext4.
+        fstype: Option<String>,
+        /// The folder, relative to the filesystem's root.
+        dir: String,
     },
     /// An existing directory (host tests, or layers already unpacked).
     Dir {

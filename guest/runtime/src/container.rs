@@ -204,6 +204,13 @@ pub fn valid_id(id: &str) -> bool {
         && id != ".."
 }
 
+/// Mounts the filesystem on `dev` at `target` (made if missing), read-write, for folders
+/// that several containers of the VM share ([`Scratch::Dir`] and [`Layer::Dir`] inside it).
+/// `fstype` `None` is ext4.
+pub fn mount_shared(dev: &Path, target: &Path, fstype: Option<&str>) -> Result<()> {
+    mount_layer(dev, target, fstype, true)
+}
+
 fn mount_layer(dev: &Path, target: &Path, fstype: Option<&str>, rw: bool) -> Result<()> {
     std::fs::create_dir_all(target).map_err(|e| RuntimeError::io("creating", target, e))?;
     let flags = if rw {

@@ -31,7 +31,8 @@ use std::collections::BTreeMap;
 use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, Process};
 
 pub use container::{
-    signal_pid, wait_pid, Container, CreateOptions, Layer, RuntimeConfig, Scratch, Status, Stdio,
+    mount_shared, signal_pid, wait_pid, Container, CreateOptions, Layer, RuntimeConfig, Scratch,
+    Status, Stdio,
 };
 pub use error::{Result, RuntimeError};
 
