@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -719,49 +720,69 @@ impl Client {
         let prepare = self.opts.prepare_layers;
         let staging_dir = staging.dir().to_path_buf();
         type Done = (Digest, Option<PathBuf>, Option<(Digest, PathBuf, u64)>);
-        let results: Vec<Done> = stream::iter(jobs.into_iter().map(|(desc, diff_id)| {
-            let multi = &multi;
-            let style = style.clone();
-            let target = &target;
-            let staging_dir = staging_dir.clone();
-            async move {
-                let blob_path = staging_dir.join(format!("blob-{}", desc.digest.hex()));
-                let mut downloaded = None;
-                let source = if store.has_blob(&desc.digest) {
-                    store.blob_path(&desc.digest)
-                } else {
-                    let bar = multi.add(ProgressBar::new(desc.size));
-                    bar.set_style(style);
-                    bar.set_prefix(desc.digest.short().to_string());
-                    bar.set_message("downloading");
-                    self.download_blob(target, repo, &desc, &blob_path, &bar)
-                        .await?;
-                    bar.finish_with_message(if prepare { "unpacking" } else { "done" });
-                    downloaded = Some(blob_path.clone());
-                    blob_path
-                };
-                let mut built = None;
-                if prepare && !store.layer_image_path(&diff_id).is_file() {
-                    let out = staging_dir.join(format!("layer-{}.erofs", diff_id.hex()));
-                    let diff = diff_id.clone();
-                    let o = out.clone();
-                    let size = tokio::task::spawn_blocking(move || {
-                        crate::layer::build_layer_image(&source, &diff, &o)
-                    })
-                    .await
-                    .map_err(|e| Error::BadLayer {
-                        layer: diff_id.to_string(),
-                        reason: format!("layer preparation failed: {e}"),
-                    })??;
-                    built = Some((diff_id.clone(), out, size));
+        // Every job runs to its end, even after another failed: a layer preparation on a
+        // blocking thread cannot be cancelled, and the staging area must outlive it, or
+        // its file would land in a folder being removed. Jobs not yet begun are skipped.
+        let failed = AtomicBool::new(false);
+        let outcomes: Vec<Result<Option<Done>>> =
+            stream::iter(jobs.into_iter().map(|(desc, diff_id)| {
+                let multi = &multi;
+                let style = style.clone();
+                let target = &target;
+                let staging_dir = staging_dir.clone();
+                let failed = &failed;
+                async move {
+                    if failed.load(Ordering::SeqCst) {
+                        return Ok(None);
+                    }
+                    let job = async {
+                        let blob_path = staging_dir.join(format!("blob-{}", desc.digest.hex()));
+                        let mut downloaded = None;
+                        let source = if store.has_blob(&desc.digest) {
+                            store.blob_path(&desc.digest)
+                        } else {
+                            let bar = multi.add(ProgressBar::new(desc.size));
+                            bar.set_style(style);
+                            bar.set_prefix(desc.digest.short().to_string());
+                            bar.set_message("downloading");
+                            self.download_blob(target, repo, &desc, &blob_path, &bar)
+                                .await?;
+                            bar.finish_with_message(if prepare { "unpacking" } else { "done" });
+                            downloaded = Some(blob_path.clone());
+                            blob_path
+                        };
+                        let mut built = None;
+                        if prepare && !store.layer_image_path(&diff_id).is_file() {
+                            let out = staging_dir.join(format!("layer-{}.erofs", diff_id.hex()));
+                            let diff = diff_id.clone();
+                            let o = out.clone();
+                            let size = tokio::task::spawn_blocking(move || {
+                                crate::layer::build_layer_image(&source, &diff, &o)
+                            })
+                            .await
+                            .map_err(|e| Error::BadLayer {
+                                layer: diff_id.to_string(),
+                                reason: format!("layer preparation failed: {e}"),
+                            })??;
+                            built = Some((diff_id.clone(), out, size));
+                        }
+                        Ok::<Done, Error>((desc.digest.clone(), downloaded, built))
+                    };
+                    let outcome = job.await;
+                    if outcome.is_err() {
+                        failed.store(true, Ordering::SeqCst);
+                    }
+                    outcome.map(Some)
                 }
-                Ok::<Done, Error>((desc.digest.clone(), downloaded, built))
-            }
-        }))
-        .buffer_unordered(self.opts.parallel.max(1))
-        .try_collect()
-        .await?;
+            }))
+            .buffer_unordered(self.opts.parallel.max(1))
+            .collect()
+            .await;
         let _ = multi.clear();
+        let mut results = Vec::new();
+        for outcome in outcomes {
+            results.extend(outcome?);
+        }
 
         let mut downloaded = Vec::new();
         for (digest, blob, built) in results {
