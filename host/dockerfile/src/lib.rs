@@ -11,4 +11,5 @@
 //! The crate is pure and portable: no I/O except [`ignore::context_files`], no unsafe
 //! code, and no panics on any input.
 
+pub mod ignore;
 pub mod lex;
