@@ -13,3 +13,6 @@
 
 pub mod ignore;
 pub mod lex;
+mod parse;
+
+pub use parse::*;
