@@ -52,10 +52,10 @@ pub mod store;
 
 pub use error::{Error, Result};
 pub use manifest::{ImageConfig, Platform, RunConfig};
-pub use ops::{commit, CommitOptions};
+pub use ops::{commit, derive, Base, CommitOptions, DeriveOptions, Keep};
 pub use reference::{Digest, Reference};
 pub use registry::{Client, ClientOptions, PullReport, PushReport};
-pub use store::{LocalImage, Store};
+pub use store::{LocalImage, Store, BUILD_CACHE_PIN};
 
 /// The registry name of images that exist only locally (the offline default image).
 pub const LOCAL_REGISTRY: &str = "berth.local";

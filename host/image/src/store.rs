@@ -32,6 +32,9 @@ use crate::reference::{Digest, Reference};
 /// The reference key prefix of images that have no tag.
 pub const UNTAGGED: &str = "<none>@";
 
+/// The pin holder prefix of a build's cached steps (`build-cache:<step key>`).
+pub const BUILD_CACHE_PIN: &str = "build-cache:";
+
 /// What a reference points to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefEntry {
@@ -468,9 +471,12 @@ impl Store {
         Ok((removed, report))
     }
 
-    /// Removes dangling (untagged) images, then collects garbage.
+    /// Removes dangling (untagged) images and the build cache, then collects garbage.
     pub fn prune(&self) -> Result<(Vec<String>, GcReport)> {
         let removed = self.update_repositories(|repos| {
+            repos
+                .pins
+                .retain(|holder, _| !holder.starts_with(BUILD_CACHE_PIN));
             let keys: Vec<String> = repos
                 .refs
                 .keys()
@@ -581,6 +587,25 @@ impl Store {
             r.pins.remove(holder);
             Ok(())
         })
+    }
+
+    /// The image `holder` pins, if any and if it is whole.
+    pub fn pinned(&self, holder: &str) -> Result<Option<LocalImage>> {
+        let Some(manifest) = self.repositories()?.pins.get(holder).cloned() else {
+            return Ok(None);
+        };
+        Ok(self.image_by_manifest(&manifest, vec![]).ok())
+    }
+
+    /// Releases every pin whose holder starts with `prefix` (the build cache's are
+    /// [`BUILD_CACHE_PIN`]), then collects garbage. Returns how many were released.
+    pub fn unpin_prefix(&self, prefix: &str) -> Result<(usize, GcReport)> {
+        let n = self.update_repositories(|r| {
+            let before = r.pins.len();
+            r.pins.retain(|holder, _| !holder.starts_with(prefix));
+            Ok(before - r.pins.len())
+        })?;
+        Ok((n, self.gc()?))
     }
 
     /// Records references and sources after a commit.

@@ -260,3 +260,63 @@ async fn berth_local_images_come_from_the_default_archive_never_a_registry() {
         .unwrap_err();
     assert!(matches!(err, Error::ImageNotFound { .. }), "{err}");
 }
+
+#[test]
+fn derived_steps_stack_on_scratch_and_a_pinned_cache_goes_with_prune() {
+    use berth_image::{derive, Base, DeriveOptions, Keep, BUILD_CACHE_PIN};
+    let work = tempfile::tempdir().unwrap();
+    let store = Store::open(work.path().join("s")).unwrap();
+    let opts = |by: &str, keep: Keep| DeriveOptions {
+        created_by: by.into(),
+        author: None,
+        comment: None,
+        config: None,
+        keep,
+        prepare: false,
+    };
+    let pin = format!("{BUILD_CACHE_PIN}one");
+    let mut layer = &Tar::new().file("hello.txt", 0o644, b"hi").bytes()[..];
+    let first = derive(
+        &store,
+        Base::Scratch(&Platform::host()),
+        Some(&mut layer),
+        &opts("COPY hello.txt /", Keep::Pin(pin.clone())),
+    )
+    .unwrap();
+    assert_eq!(first.manifest.layers().len(), 1);
+    assert_eq!(first.config.architecture, Platform::host().architecture);
+    assert!(
+        store.list().unwrap().is_empty(),
+        "a pinned step is listed nowhere"
+    );
+    assert_eq!(store.pinned(&pin).unwrap().unwrap().id, first.id);
+    let mut config = berth_image::RunConfig::default();
+    config.cmd = Some(vec!["/hello".into()]);
+    let tag = Reference::parse("berth.local/derived:v1").unwrap();
+    let second = derive(
+        &store,
+        Base::Image(&first),
+        None,
+        &DeriveOptions {
+            config: Some(config.clone()),
+            ..opts("CMD [\"/hello\"]", Keep::Tag(tag))
+        },
+    )
+    .unwrap();
+    assert_eq!(second.config.rootfs.diff_ids, first.config.rootfs.diff_ids);
+    assert_eq!(second.config.config.as_ref(), Some(&config));
+    let rows = ops::history(&store, &second);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (rows[0].created_by.as_str(), rows[0].size),
+        ("CMD [\"/hello\"]", 0)
+    );
+    assert!(second.config.history[1].empty_layer);
+    assert_eq!(rows[1].size, first.manifest.layers()[0].size());
+    // Prune drops the cache pin; the tagged image keeps its layer.
+    store.prune().unwrap();
+    assert!(store.pinned(&pin).unwrap().is_none());
+    assert!(store.resolve("berth.local/derived:v1").is_ok());
+    let (n, _) = store.unpin_prefix(BUILD_CACHE_PIN).unwrap();
+    assert_eq!(n, 0);
+}
