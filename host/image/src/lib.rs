@@ -49,6 +49,7 @@ pub mod ops;
 pub mod reference;
 pub mod registry;
 pub mod store;
+pub mod tree;
 
 pub use error::{Error, Result};
 pub use manifest::{ImageConfig, Platform, RunConfig};

@@ -290,8 +290,10 @@ fn derived_steps_stack_on_scratch_and_a_pinned_cache_goes_with_prune() {
         "a pinned step is listed nowhere"
     );
     assert_eq!(store.pinned(&pin).unwrap().unwrap().id, first.id);
-    let mut config = berth_image::RunConfig::default();
-    config.cmd = Some(vec!["/hello".into()]);
+    let config = berth_image::RunConfig {
+        cmd: Some(vec!["/hello".into()]),
+        ..Default::default()
+    };
     let tag = Reference::parse("berth.local/derived:v1").unwrap();
     let second = derive(
         &store,
@@ -319,4 +321,64 @@ fn derived_steps_stack_on_scratch_and_a_pinned_cache_goes_with_prune() {
     assert!(store.resolve("berth.local/derived:v1").is_ok());
     let (n, _) = store.unpin_prefix(BUILD_CACHE_PIN).unwrap();
     assert_eq!(n, 0);
+}
+
+#[test]
+fn an_image_tree_merges_its_layers_with_whiteouts_and_opaque_dirs() {
+    use berth_image::{derive, tree, Base, DeriveOptions, Keep};
+    let work = tempfile::tempdir().unwrap();
+    let store = Store::open(work.path().join("s")).unwrap();
+    let opts = |by: &str| DeriveOptions {
+        created_by: by.into(),
+        author: None,
+        comment: None,
+        config: None,
+        keep: Keep::Untagged,
+        prepare: false,
+    };
+    let mut lower = &Tar::new()
+        .dir("app", 0o755)
+        .file("app/gone", 0o644, b"old")
+        .file("app/kept", 0o600, b"kept")
+        .dir("app/opaque", 0o755)
+        .file("app/opaque/hidden", 0o644, b"hidden")
+        .file("other", 0o644, b"other")
+        .bytes()[..];
+    let first = derive(
+        &store,
+        Base::Scratch(&Platform::host()),
+        Some(&mut lower),
+        &opts("one"),
+    )
+    .unwrap();
+    let mut upper = &Tar::new()
+        .file("app/.wh.gone", 0o644, b"")
+        .file("app/opaque/.wh..wh..opq", 0o644, b"")
+        .file("app/opaque/new", 0o644, b"new")
+        .hardlink("app/link", "app/kept")
+        .bytes()[..];
+    let second = derive(&store, Base::Image(&first), Some(&mut upper), &opts("two")).unwrap();
+    let files = tree::files_under(&store, &second, "/app").unwrap();
+    let names: Vec<String> = files.keys().map(|p| p.display().to_string()).collect();
+    assert_eq!(
+        names,
+        [
+            "app",
+            "app/kept",
+            "app/link",
+            "app/opaque",
+            "app/opaque/new"
+        ]
+    );
+    assert_eq!(files[std::path::Path::new("app/link")].data, b"kept");
+    assert_eq!(
+        files[std::path::Path::new("app/kept")]
+            .header
+            .mode()
+            .unwrap()
+            & 0o7777,
+        0o600
+    );
+    let err = tree::files_under(&store, &second, "/../etc").unwrap_err();
+    assert!(err.to_string().contains("/../etc"), "{err}");
 }

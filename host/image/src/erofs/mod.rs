@@ -143,7 +143,7 @@ impl<R: Read> Read for Counting<'_, R> {
 }
 
 /// Sniffs the compression of a layer blob and returns the tar stream.
-fn decompress<'a>(reader: impl Read + 'a, layer: &str) -> Result<Box<dyn Read + 'a>> {
+pub(crate) fn decompress<'a>(reader: impl Read + 'a, layer: &str) -> Result<Box<dyn Read + 'a>> {
     let mut buffered = BufReader::with_capacity(256 * 1024, reader);
     let head = buffered
         .fill_buf()
