@@ -184,6 +184,23 @@ impl Pattern {
     }
 }
 
+/// Whether `path` (relative, `/`-separated) matches `pattern` as a `.dockerignore` line
+/// would (`*` and `?` within one name, `[...]` classes, `**` across names), for the
+/// wildcard sources of `COPY` and `ADD`. A malformed pattern matches nothing.
+pub fn glob_matches(pattern: &str, path: &str) -> bool {
+    let cleaned = clean(pattern.trim_start_matches('/'));
+    match compile(&cleaned) {
+        Some((kind, tokens)) => Pattern {
+            cleaned,
+            kind,
+            tokens,
+            exclusion: false,
+        }
+        .matches(path),
+        None => false,
+    }
+}
+
 /// Lines as Go's `bufio.ScanLines` gives them: split at `\n`, one trailing `\r` dropped,
 /// no empty last line after a final newline.
 pub(crate) fn lines(text: &str) -> impl Iterator<Item = &str> {
@@ -644,5 +661,16 @@ mod tests {
         );
 
         assert_eq!(context_files(root, &Ignore::default()).unwrap().len(), 12);
+    }
+
+    #[test]
+    fn copy_wildcards_match_within_a_name() {
+        assert!(glob_matches("*.txt", "a.txt"));
+        assert!(!glob_matches("*.txt", "dir/a.txt"));
+        assert!(glob_matches("dir/?.txt", "dir/a.txt"));
+        assert!(glob_matches("/dir/[ab].txt", "dir/b.txt"));
+        assert!(glob_matches("**/*.rs", "src/deep/main.rs"));
+        assert!(glob_matches("plain", "plain"));
+        assert!(!glob_matches("[", "["));
     }
 }

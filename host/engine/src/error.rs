@@ -32,6 +32,9 @@ pub enum Error {
     /// {0}
     #[error("{0}")]
     Vm(String),
+    /// A build failed: a Dockerfile that is wrong or a step that failed ({0}).
+    #[error("{0}")]
+    Build(String),
     /// An operating-system call failed.
     #[error(transparent)]
     Os(#[from] std::io::Error),
@@ -172,6 +175,8 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self.root() {
             Error::Agent(ClientError::Remote(w)) | Error::Wire(w) => w.exit_code() as u8,
+            // As `docker build`: a failed build is 1, whatever failed.
+            Error::Build(_) => 1,
             _ => EXIT_BERTH_FAILED,
         }
     }

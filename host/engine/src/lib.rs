@@ -5,7 +5,8 @@
 //! It owns the orchestration: turning create options into a container record, booting
 //! the container's VM (`berth-vmm`, one process per VM) and creating the container
 //! through the agent, starting it with a monitor process that keeps its logs and records
-//! its end, exec, stop, kill, wait, remove, logs, stats, top, copies and commits. It knows
+//! its end, exec, stop, kill, wait, remove, logs, stats, top, copies, commits and
+//! Dockerfile builds ([`build`]). It knows
 //! nothing of clap, terminals or HTTP: it takes plain options, returns data and streams,
 //! and fails with one typed [`Error`].
 //!
@@ -16,6 +17,8 @@
 
 #![cfg_attr(not(unix), allow(dead_code))]
 
+#[cfg(unix)]
+pub mod build;
 mod error;
 pub mod image;
 #[cfg(unix)]

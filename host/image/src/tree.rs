@@ -28,14 +28,43 @@ pub fn files_under(
     image: &LocalImage,
     path: &str,
 ) -> Result<BTreeMap<PathBuf, TreeEntry>> {
-    let prefix = safe_relative_path(path.trim_start_matches('/').as_bytes()).map_err(|reason| {
-        Error::Malformed {
-            what: format!("path {path}"),
-            reason,
-        }
-    })?;
+    let prefix = relative(path)?;
     let under =
         |p: &Path| prefix.as_os_str().is_empty() || p.starts_with(&prefix) || prefix.starts_with(p);
+    merged(store, image, &under, path, true)
+}
+
+/// The headers of those of `paths` (absolute or relative to `/`) that `image` has, by
+/// path relative to `/`, without reading file data: whether a builder's destination
+/// exists, and what its parent directories look like.
+pub fn headers_of(
+    store: &Store,
+    image: &LocalImage,
+    paths: &[&str],
+) -> Result<BTreeMap<PathBuf, tar::Header>> {
+    let wanted = paths
+        .iter()
+        .map(|p| relative(p))
+        .collect::<Result<std::collections::BTreeSet<_>>>()?;
+    let found = merged(store, image, &|p| wanted.contains(p), "", false)?;
+    Ok(found.into_iter().map(|(p, e)| (p, e.header)).collect())
+}
+
+fn relative(path: &str) -> Result<PathBuf> {
+    safe_relative_path(path.trim_start_matches('/').as_bytes()).map_err(|reason| Error::Malformed {
+        what: format!("path {path}"),
+        reason,
+    })
+}
+
+/// The merged entries `under` keeps, with file data when `data`.
+fn merged(
+    store: &Store,
+    image: &LocalImage,
+    under: &dyn Fn(&Path) -> bool,
+    path: &str,
+    with_data: bool,
+) -> Result<BTreeMap<PathBuf, TreeEntry>> {
     let mut tree: BTreeMap<PathBuf, TreeEntry> = BTreeMap::new();
     let mut bytes = 0u64;
     for (desc, _) in image.layers() {
@@ -74,7 +103,7 @@ pub fn files_under(
             let header = entry.header().clone();
             let mut data = Vec::new();
             match header.entry_type() {
-                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                tar::EntryType::Regular | tar::EntryType::Continuous if with_data => {
                     bytes = bytes.saturating_add(header.size().unwrap_or(0));
                     if bytes > MAX_TREE_BYTES {
                         return Err(bad(format!(
