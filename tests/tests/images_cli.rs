@@ -405,6 +405,58 @@ fn default_image_loads_offline() {
 }
 
 #[test]
+fn a_host_only_build_caches_its_steps_and_bad_input_has_dockers_statuses() {
+    let env = Env::new();
+    let ctx = env.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("a.txt"), "a").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY a.txt /\nCMD [\"/a.txt\"]\n",
+    )
+    .unwrap();
+    let c = ctx.to_str().unwrap();
+    let id = env.ok(&["build", "-q", "-t", "berth.local/hostonly:1", c]);
+    let out = env.run(&["build", "-t", "berth.local/hostonly:1", c]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("COPY a.txt / CACHED") && err.contains("0 micro-VMs booted"),
+        "{err}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), id);
+    let history = env.ok(&["history", "berth.local/hostonly:1"]);
+    assert!(
+        history.contains("COPY a.txt /") && history.contains("CMD [\"/a.txt\"]"),
+        "{history}"
+    );
+    // A bad Dockerfile is the build's failure (1); a bad flag is docker's 125.
+    let mut bad = env.cmd(&["build", "-f", "-", c]);
+    bad.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = bad.spawn().unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"FROM scratch\nBOGUS x\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 2: unknown instruction: BOGUS"));
+    let out = env.run(&["build", "--no-such-flag", c]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(env.run(&["--help"]).status.success());
+    let pruned = env.ok(&["builder", "prune"]);
+    assert!(
+        pruned.contains("Deleted build cache objects: 2"),
+        "{pruned}"
+    );
+}
+
+#[test]
 #[ignore = "needs a registry: run by scripts/test.sh (as an ordinary user)"]
 fn a_full_disk_during_pull_is_a_clear_error_and_leaves_the_store_as_it_was() {
     let reg = registry_env("BERTH_TEST_REGISTRY");

@@ -208,7 +208,8 @@ pub enum ImageCommand {
     Image(ImageSub),
 }
 
-fn client(platform: Option<&str>, insecure: bool, quiet: bool) -> Result<Client> {
+/// A registry client with berth's flags.
+pub(crate) fn client(platform: Option<&str>, insecure: bool, quiet: bool) -> Result<Client> {
     let mut opts = ClientOptions {
         insecure,
         progress: !quiet,

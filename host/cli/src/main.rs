@@ -7,6 +7,8 @@
 use std::process::ExitCode;
 
 #[cfg(unix)]
+mod build;
+#[cfg(unix)]
 mod containers;
 mod format;
 mod images;
@@ -38,6 +40,13 @@ enum Command {
     Container(containers::ContainerCommand),
     #[command(flatten)]
     Image(images::ImageCommand),
+    /// Build an image from a Dockerfile, each RUN step in a micro-VM
+    #[cfg(unix)]
+    Build(Box<build::BuildArgs>),
+    /// Manage the build cache
+    #[cfg(unix)]
+    #[command(subcommand)]
+    Builder(build::BuilderCommand),
     /// Manage volumes
     #[command(subcommand)]
     Volume(volumes::VolumeCommand),
@@ -66,7 +75,17 @@ fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow:
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // docker's status for a bad flag or argument is 125; help and version are no errors.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.use_stderr() {
+                true => ExitCode::from(berth_engine::EXIT_BERTH_FAILED),
+                false => ExitCode::SUCCESS,
+            };
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
         .with_writer(std::io::stderr)
@@ -74,6 +93,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         #[cfg(unix)]
         Command::Container(c) => return containers::main(c),
+        #[cfg(unix)]
+        Command::Build(a) => return build::main(*a),
+        #[cfg(unix)]
+        Command::Builder(c) => return build::builder_main(c),
         Command::Vm(c) => return vm::main(c),
         Command::Vmm(a) => return vm::vmm_main(a),
         Command::Image(c) => block_on(images::run(c)),
