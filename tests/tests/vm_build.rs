@@ -1,6 +1,7 @@
 //! `berth build` end to end: `RUN` steps in micro-VMs, a two-stage build whose result
 //! runs, the cache across invocations (a second build boots no VM; a changed file
-//! reruns from its `COPY`), a failing `RUN`, and `history`. Run through
+//! reruns from its `COPY`), a failing `RUN`, `history`, consecutive `RUN`s in one VM
+//! (files added, changed and deleted across them), and ^C. Run through
 //! scripts/with-kvm.sh with BERTH_KERNEL, BERTH_INITRAMFS, BERTH_DEFAULT_IMAGE and
 //! BERTH_BIN set (see scripts/test.sh). The host-only steps are checked without a VM in
 //! host/engine/tests/build.rs.
@@ -156,4 +157,99 @@ fn a_two_stage_build_runs_its_steps_in_micro_vms_and_caches_them() {
         images.contains("berth.local/built"),
         "tagged images stay: {images}"
     );
+}
+
+/// Consecutive `RUN` steps, with only config steps between them, share one VM: each
+/// step's layer holds what it changed, deletions included, on top of the steps before.
+const STACKED: &str = r#"FROM berth.local/busybox:latest
+RUN mkdir /d && echo one > /d/a && echo x > /d/gone && mkdir -p /e && echo e > /e/f
+RUN echo two >> /d/a && rm /d/gone /bin/vi
+ENV X=1
+RUN rm -rf /e && mkdir /e && echo new > /e/g && ls /d /e
+RUN test ! -e /d/gone && test ! -e /e/f && test ! -e /bin/vi && echo "$X" > /x
+"#;
+
+#[test]
+#[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
+fn consecutive_runs_share_one_vm_and_each_keeps_its_own_changes() {
+    let berth = Berth::new("build-stacked", COMMAND_LIMIT);
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path();
+    std::fs::write(ctx.join("Dockerfile"), STACKED).unwrap();
+    let (_, stderr) = build(&berth, ctx, &["-t", "berth.local/stacked:1"]);
+    assert!(stderr.contains("1 micro-VMs booted"), "{stderr}");
+    assert!(stderr.contains("/d:\na\n\n/e:\ng\n"), "{stderr}");
+    let ran = berth.ok(&[
+        "run",
+        "--rm",
+        "berth.local/stacked:1",
+        "sh",
+        "-c",
+        "cat /d/a /e/g /x; ls /d /e; test -e /bin/vi && echo vi is back; true",
+    ]);
+    assert_eq!(ran, "one\ntwo\nnew\n1\n/d:\na\n\n/e:\ng\n");
+    // One layer per RUN, each with a size; the ENV is an empty layer.
+    let history = berth.ok(&["history", "--no-trunc", "berth.local/stacked:1"]);
+    let runs: Vec<&str> = history.lines().filter(|l| l.contains("RUN ")).collect();
+    assert_eq!(runs.len(), 4, "{history}");
+    assert!(
+        runs.iter().all(|l| !l.trim_end().ends_with(" 0B")),
+        "{history}"
+    );
+    assert_eq!(
+        berth.ok(&["ps", "-a", "-q"]).trim(),
+        "",
+        "no step container is left"
+    );
+}
+
+/// ^C stops a build at once: no VM, no container record and no tag is left.
+#[test]
+#[ignore = "needs KVM: run by scripts/test.sh through scripts/with-kvm.sh"]
+fn an_interrupted_build_leaves_no_vm_behind() {
+    let berth = Berth::new("build-interrupt", COMMAND_LIMIT);
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM berth.local/busybox:latest\nRUN echo sleeping now && sleep 600\n",
+    )
+    .unwrap();
+    let log = ctx.join("build.log");
+    let child = berth
+        .command(&["build", "-t", "berth.local/never:1", ctx.to_str().unwrap()])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    berth_tests::eventually("the RUN step to start", COMMAND_LIMIT, || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("sleeping now"))
+    });
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+    let rc = unsafe { libc::kill(pid, libc::SIGINT) };
+    assert_eq!(rc, 0);
+    let started = std::time::Instant::now();
+    let out = berth.finish(child, Duration::from_secs(120), "the interrupted build");
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    eprintln!("the build stopped {:?} after ^C", started.elapsed());
+    assert_eq!(
+        berth.ok(&["ps", "-a", "-q"]).trim(),
+        "",
+        "no step container is left"
+    );
+    assert!(!berth
+        .output(&["history", "berth.local/never:1"])
+        .status
+        .success());
+    let root = berth.root.to_string_lossy().to_string();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(
+            !(cmdline.contains(&root) && cmdline.contains("vmm")),
+            "a VMM is left: {cmdline}"
+        );
+    }
 }

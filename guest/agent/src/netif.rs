@@ -136,7 +136,8 @@ pub fn configure(
             (&mut rt as *mut libc::rtentry).cast(),
             "SIOCADDRT",
         ) {
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            // `ioctl` keeps the kind of the OS error, not its number.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             r => r?,
         }
     }

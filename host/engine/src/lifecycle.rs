@@ -29,6 +29,8 @@ pub struct Booted {
     pub vmm: VmmProcess,
     /// The VM's files.
     pub files: VmFiles,
+    /// Where the image's layers are on the VM's layer disk, lowest first.
+    pub layers: Vec<berth_protocol::ByteRange>,
 }
 
 /// Phases of a run, for `--timings`.
@@ -80,6 +82,10 @@ pub(crate) enum Purpose {
     /// To reach the files of a stopped container (`cp`, `commit`): its process is never
     /// started and its recorded state stays as it was.
     Files,
+    /// To run a build's steps: it becomes running like [`Purpose::Run`], but the VM starts
+    /// without a container, and the build creates one per step
+    /// ([`crate::build`]).
+    Build,
 }
 
 /// A container's files, reachable through an agent: its own VM when it runs, else a VM
@@ -158,7 +164,7 @@ impl Engine {
         }
         let files = self.files(record);
         // Only a run gets the network: a VM booted to reach the files publishes nothing.
-        let networked = purpose == Purpose::Run && crate::net::networked(record);
+        let networked = purpose != Purpose::Files && crate::net::networked(record);
         let ports = if networked {
             crate::net::resolve_ports(&record.spec.publish)?
         } else {
@@ -216,14 +222,13 @@ impl Engine {
                     info.agent_version
                 )));
             }
-            client
-                .create(create_request(
-                    record,
-                    &crate::spec::layer_ranges(&img.layer_bytes),
-                    networked,
-                )?)
-                .await
-                .with_context(|| format!("create container {} in its micro-VM", record.name))?;
+            let layers = crate::spec::layer_ranges(&img.layer_bytes);
+            if purpose != Purpose::Build {
+                client
+                    .create(create_request(record, &layers, networked)?)
+                    .await
+                    .with_context(|| format!("create container {} in its micro-VM", record.name))?;
+            }
             if let Some(t) = timings.as_deref_mut() {
                 t.mark("container created");
             }
@@ -231,13 +236,14 @@ impl Engine {
                 client,
                 vmm,
                 files: files.clone(),
+                layers,
             })
         }
         .await;
         if let Err(e) = &result {
             vm::kill_vmm(vmm).await;
             match purpose {
-                Purpose::Run => self.finish(record, None, Some(e.message()))?,
+                Purpose::Run | Purpose::Build => self.finish(record, None, Some(e.message()))?,
                 // `record` is the state from before this boot.
                 Purpose::Files => self.restore_vmm(&record.id, record.state.vmm),
             }
@@ -263,7 +269,7 @@ impl Engine {
         let vmm = vm::spawn_vmm(&self.root, record, files, layers, net)?;
         self.store.update(&record.id, |r| {
             r.state.vmm = Some(vmm);
-            if purpose == Purpose::Run {
+            if purpose != Purpose::Files {
                 r.state.started_at = Some(now());
                 r.state.finished_at = None;
                 r.state.exit_code = None;

@@ -158,11 +158,34 @@ fn at(line: usize, message: impl std::fmt::Display) -> Error {
 impl Engine {
     /// Builds `opts`'s Dockerfile; pulls base images with `client`; reports steps to
     /// `progress`. Tags the result only when every step succeeded.
+    ///
+    /// ^C (or SIGTERM) stops the build; the VM of its `RUN` steps goes with it.
     pub async fn build(
         &self,
         opts: &BuildOptions,
         client: &berth_image::Client,
         progress: &mut (dyn FnMut(BuildEvent) + Send),
+    ) -> Result<BuildReport> {
+        let mut vm = None;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let (result, graceful) = {
+            let build = self.build_in(opts, client, progress, &mut vm);
+            tokio::select! {
+                r = build => (r, true),
+                _ = tokio::signal::ctrl_c() => (Err(Error::Build("interrupted".into())), false),
+                _ = term.recv() => (Err(Error::Build("terminated".into())), false),
+            }
+        };
+        self.close_stage_vm(&mut vm, graceful).await;
+        result
+    }
+
+    async fn build_in(
+        &self,
+        opts: &BuildOptions,
+        client: &berth_image::Client,
+        progress: &mut (dyn FnMut(BuildEvent) + Send),
+        vm: &mut Option<run::StageVm>,
     ) -> Result<BuildReport> {
         let tags = opts
             .tags
@@ -253,6 +276,7 @@ impl Engine {
                         (k + 2, total),
                         progress,
                         &mut report,
+                        vm,
                     )
                     .await?;
                 if let Some(cached) = cached {
@@ -324,6 +348,7 @@ impl Engine {
         (index, total): (usize, usize),
         progress: &mut (dyn FnMut(BuildEvent) + Send),
         report: &mut BuildReport,
+        vm: &mut Option<run::StageVm>,
     ) -> Result<Option<bool>> {
         let line = step.line;
         let escape = plan.escape;
@@ -534,12 +559,15 @@ impl Engine {
                     .image
                     .clone()
                     .ok_or_else(|| at(line, "RUN needs a base image: FROM scratch has no shell"))?;
-                report.vms_booted += 1;
-                let layer = self
-                    .run_step(&base, argv, env, &config, progress)
+                let (layer, booted) = self
+                    .run_step(vm, &base, argv, env, &config, progress)
                     .await
                     .map_err(|e| at(line, format!("{}: {}", step.text, e.message())))?;
+                report.vms_booted += usize::from(booted);
                 self.keep_layer(state, key, &step.text, layer).await?;
+                if let (Some(v), Some(img)) = (vm.as_mut(), &state.image) {
+                    v.stepped(img);
+                }
                 return Ok(Some(false));
             }
         }
